@@ -1,0 +1,49 @@
+"""Data: TFDS builders for the embedded datasets, sources, tokenizers and the input pipeline.
+
+* `load_source("shapes_count" | "digits_captions" | any prepared TFDS name, split)` → records;
+* `make_dataset(source, tokenizer=..., batch_size=..., ...)` → resumable batches (grain);
+* tokenizers: `word_tokenizer_for(name)`, `WordTokenizer`, `SentencePieceTokenizer`, `HFTokenizer`;
+* `zero_shot_prompts(name, question)` → prompts per class for zero-shot evaluation.
+
+TensorFlow is never imported: the builders write array_record and read it with `data_source`.
+"""
+
+from contrastive_jax.data._digits import DIGIT_WORDS
+from contrastive_jax.data._pipeline import (
+    PIXEL_MEAN,
+    PIXEL_STD,
+    ImageTextFolder,
+    KeyMappedSource,
+    default_data_dir,
+    load_source,
+    make_dataset,
+)
+from contrastive_jax.data._prompts import QUESTIONS, class_names, zero_shot_prompts
+from contrastive_jax.data._shapes import COLORS, NUMBER_WORDS, SHAPES
+from contrastive_jax.data._tokenizers import (
+    HFTokenizer,
+    SentencePieceTokenizer,
+    WordTokenizer,
+    word_tokenizer_for,
+)
+
+__all__ = [
+    "COLORS",
+    "DIGIT_WORDS",
+    "NUMBER_WORDS",
+    "PIXEL_MEAN",
+    "PIXEL_STD",
+    "QUESTIONS",
+    "SHAPES",
+    "HFTokenizer",
+    "ImageTextFolder",
+    "KeyMappedSource",
+    "SentencePieceTokenizer",
+    "WordTokenizer",
+    "class_names",
+    "default_data_dir",
+    "load_source",
+    "make_dataset",
+    "word_tokenizer_for",
+    "zero_shot_prompts",
+]

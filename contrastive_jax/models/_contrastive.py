@@ -1,0 +1,170 @@
+"""Two-tower models (CLIP, SigLIP) and CoCa, returning what the losses consume."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from contrastive_jax import _normalize
+from contrastive_jax.models._layers import AttentionalPooler, Transformer
+from contrastive_jax.models._towers import TextTransformer, VisionTransformer
+
+Array = jax.Array
+
+
+def _dtype(name: str):
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+def _vision(config, embed_dim, dtype, rngs, pool=None):
+    v = config.vision
+    return VisionTransformer(
+        image_size=v.image_size,
+        patch_size=v.patch_size,
+        width=v.width,
+        depth=v.depth,
+        num_heads=v.num_heads,
+        mlp_ratio=v.mlp_ratio,
+        embed_dim=embed_dim,
+        pool=pool or v.pool,
+        dtype=dtype,
+        rngs=rngs,
+    )
+
+
+def _text(config, embed_dim, dtype, rngs, cls_token=False):
+    t = config.text
+    return TextTransformer(
+        vocab_size=t.vocab_size,
+        context_length=t.context_length,
+        width=t.width,
+        depth=t.depth,
+        num_heads=t.num_heads,
+        mlp_ratio=t.mlp_ratio,
+        embed_dim=embed_dim,
+        pad_id=t.pad_id,
+        cls_token=cls_token,
+        dtype=dtype,
+        rngs=rngs,
+    )
+
+
+class CLIP(nnx.Module):
+    """Image and text towers with a learnable temperature.
+
+    `model(images, tokens)` → `{"image_emb", "text_emb"}` (`f32[B, E]`, unit norm) and
+    `"logit_scale"` = `min(exp(param), max_logit_scale)`, ready for `losses.clip_loss`. The
+    parameter starts at `log(1/0.07)` (Radford et al. 2021, §2.5).
+    """
+
+    def __init__(self, config, *, rngs: nnx.Rngs):
+        dtype = _dtype(config.dtype)
+        self.vision = _vision(config, config.embed_dim, dtype, rngs)
+        self.text = _text(config, config.embed_dim, dtype, rngs)
+        self.logit_scale_param = nnx.Param(jnp.asarray(config.init_logit_scale, jnp.float32))
+        self.max_logit_scale = float(config.max_logit_scale)
+
+    def encode_image(self, images: Array) -> Array:
+        return _normalize.l2_normalize(self.vision(images))
+
+    def encode_text(self, tokens: Array) -> Array:
+        return _normalize.l2_normalize(self.text(tokens))
+
+    def logit_scale(self) -> Array:
+        return _normalize.logit_scale_from_param(self.logit_scale_param.value, self.max_logit_scale)
+
+    def __call__(self, images: Array, tokens: Array) -> dict[str, Array]:
+        if images.shape[0] != tokens.shape[0]:
+            raise ValueError(
+                f"images and tokens differ in batch size: {images.shape[0]} vs {tokens.shape[0]}"
+            )
+        return {
+            "image_emb": self.encode_image(images),
+            "text_emb": self.encode_text(tokens),
+            "logit_scale": self.logit_scale(),
+        }
+
+
+class SigLIP(CLIP):
+    """CLIP's towers with SigLIP's learnable scale (init 10) and bias (init −10).
+
+    Adds `"logit_bias"` to the outputs, for `losses.siglip_loss` (Zhai et al. 2023, §3.3).
+    """
+
+    def __init__(self, config, *, rngs: nnx.Rngs):
+        super().__init__(config, rngs=rngs)
+        self.logit_bias = nnx.Param(jnp.asarray(config.init_logit_bias, jnp.float32))
+
+    def __call__(self, images: Array, tokens: Array) -> dict[str, Array]:
+        return super().__call__(images, tokens) | {"logit_bias": self.logit_bias.value}
+
+
+class CoCa(CLIP):
+    """Contrastive Captioner: CLIP-style embeddings plus a captioning decoder.
+
+    Image: ViT tokens → attentional pooler with `1 + num_caption_queries` queries; the first
+    gives the contrastive embedding, the rest are the tokens the decoder cross-attends to.
+    Text: a causal unimodal decoder with a CLS token appended after the text (its output is the
+    text embedding), then a multimodal decoder (causal self-attention + cross-attention to the
+    image tokens) and a vocabulary head. The model shifts tokens: logits at positions 0..T−2
+    predict tokens 1..T−1, returned as `caption_logits: f32[B, T−1, V]` and
+    `caption_labels: int[B, T−1]` for `losses.coca_loss`.
+
+    References:
+      Yu et al., "CoCa: Contrastive Captioners are Image-Text Foundation Models", 2022, §3.
+    """
+
+    def __init__(self, config, *, rngs: nnx.Rngs):
+        dtype = _dtype(config.dtype)
+        v, t, c = config.vision, config.text, config.coca
+        self.vision = _vision(config, None, dtype, rngs)
+        self.text = _text(config, None, dtype, rngs, cls_token=True)
+        self.pooler = AttentionalPooler(
+            v.width, v.width, 1 + c.num_caption_queries, c.pooler_heads, dtype=dtype, rngs=rngs
+        )
+        self.image_proj = nnx.Linear(v.width, config.embed_dim, use_bias=False, dtype=dtype, rngs=rngs)
+        self.text_proj = nnx.Linear(t.width, config.embed_dim, use_bias=False, dtype=dtype, rngs=rngs)
+        self.decoder = Transformer(
+            t.width, c.multimodal_depth, t.num_heads, t.mlp_ratio, dtype=dtype, rngs=rngs, cross_width=v.width
+        )
+        self.decoder_norm = nnx.LayerNorm(t.width, dtype=dtype, rngs=rngs)
+        self.head = nnx.Linear(t.width, t.vocab_size, dtype=dtype, rngs=rngs)
+        self.logit_scale_param = nnx.Param(jnp.asarray(config.init_logit_scale, jnp.float32))
+        self.max_logit_scale = float(config.max_logit_scale)
+
+    def _image(self, images):
+        _, tokens = self.vision(images, return_tokens=True)
+        pooled = self.pooler(tokens)
+        return self.image_proj(pooled[:, 0]).astype(jnp.float32), pooled[:, 1:]
+
+    def encode_image(self, images: Array) -> Array:
+        return _normalize.l2_normalize(self._image(images)[0])
+
+    def encode_text(self, tokens: Array) -> Array:
+        return _normalize.l2_normalize(self.text_proj(self.text(tokens)).astype(jnp.float32))
+
+    def __call__(self, images: Array, tokens: Array) -> dict[str, Array]:
+        if images.shape[0] != tokens.shape[0]:
+            raise ValueError(
+                f"images and tokens differ in batch size: {images.shape[0]} vs {tokens.shape[0]}"
+            )
+        image_emb, image_tokens = self._image(images)
+        text_pooled, text_tokens = self.text(tokens, return_tokens=True)
+        length = tokens.shape[1]
+        causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
+        hidden = self.decoder(text_tokens, mask=causal, context=image_tokens.astype(text_tokens.dtype))
+        logits = self.head(self.decoder_norm(hidden)).astype(jnp.float32)
+        return {
+            "image_emb": _normalize.l2_normalize(image_emb),
+            "text_emb": _normalize.l2_normalize(self.text_proj(text_pooled).astype(jnp.float32)),
+            "logit_scale": self.logit_scale(),
+            "caption_logits": logits[:, :-1],
+            "caption_labels": tokens[:, 1:],
+        }
+
+
+MODELS = {"clip": CLIP, "siglip": SigLIP, "coca": CoCa}
+DEFAULT_SCALE = {"clip": math.log(1 / 0.07), "siglip": math.log(10.0), "coca": math.log(1 / 0.07)}

@@ -1,0 +1,174 @@
+"""The two towers: a Vision Transformer and a causal text transformer."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from contrastive_jax import _checks
+from contrastive_jax.models._layers import AttentionalPooler, Transformer
+
+Array = jax.Array
+POOLS = ("cls", "gap", "map")
+
+
+class VisionTransformer(nnx.Module):
+    """ViT image encoder: patches → transformer → pooled embedding (and optionally the tokens).
+
+    `images: f[B, H, W, 3]` (normalised pixels) → `f32[B, embed_dim]`. Layout as CLIP's ViT: a
+    bias-free patch convolution, class token, learned position embeddings, LayerNorm before and
+    after the transformer, and a bias-free projection.
+
+    References:
+      Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021; Radford et al. 2021 (CLIP).
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int,
+        patch_size: int,
+        width: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        embed_dim: int | None = None,
+        pool: str = "cls",
+        dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        if image_size % patch_size:
+            raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
+        _checks.one_of("pool", pool, POOLS)
+        self.image_size, self.pool, self.dtype = image_size, pool, dtype
+        num_tokens = (image_size // patch_size) ** 2 + (pool == "cls")
+        self.patch_embed = nnx.Conv(
+            3,
+            width,
+            (patch_size, patch_size),
+            strides=patch_size,
+            padding="VALID",
+            use_bias=False,
+            dtype=dtype,
+            rngs=rngs,
+        )
+        self.cls_token = (
+            nnx.Param(jax.random.normal(rngs.params(), (width,)) * width**-0.5) if pool == "cls" else None
+        )
+        self.pos_embed = nnx.Param(jax.random.normal(rngs.params(), (num_tokens, width)) * width**-0.5)
+        self.norm_pre = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+        self.transformer = Transformer(width, depth, num_heads, mlp_ratio, dtype=dtype, rngs=rngs)
+        self.norm_post = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+        self.pooler = (
+            AttentionalPooler(width, width, 1, num_heads, dtype=dtype, rngs=rngs) if pool == "map" else None
+        )
+        self.proj = (
+            nnx.Linear(width, embed_dim, use_bias=False, dtype=dtype, rngs=rngs) if embed_dim else None
+        )
+
+    def __call__(self, images: Array, *, return_tokens: bool = False):
+        images = _checks.float_array("images", images, rank=4, rank_hint="[B, H, W, 3]")
+        if images.shape[1:] != (self.image_size, self.image_size, 3):
+            raise ValueError(
+                f"images must be [B, {self.image_size}, {self.image_size}, 3], got {images.shape}"
+            )
+        x = self.patch_embed(images.astype(self.dtype))
+        x = x.reshape(x.shape[0], -1, x.shape[-1])
+        if self.cls_token is not None:
+            cls = jnp.broadcast_to(self.cls_token.value.astype(x.dtype), (x.shape[0], 1, x.shape[-1]))
+            x = jnp.concatenate([cls, x], axis=1)
+        x = self.norm_pre(x + self.pos_embed.value.astype(x.dtype))
+        tokens = self.norm_post(self.transformer(x))
+        if self.pool == "cls":
+            pooled = tokens[:, 0]
+        elif self.pool == "gap":
+            pooled = jnp.mean(tokens, axis=1)
+        else:
+            pooled = self.pooler(tokens)[:, 0]
+        if self.proj is not None:
+            pooled = self.proj(pooled)
+        pooled = pooled.astype(jnp.float32)
+        return (pooled, tokens) if return_tokens else pooled
+
+
+def last_token_index(tokens: Array, pad_id: int) -> Array:
+    """Index of the last non-pad token of each row (0 for an all-pad row): `int32[B]`."""
+    count = jnp.sum(tokens != pad_id, axis=-1)
+    return jnp.maximum(count - 1, 0).astype(jnp.int32)
+
+
+class TextTransformer(nnx.Module):
+    """Causal text transformer; the embedding is read at the last non-pad token.
+
+    `tokens: int[B, T]` (T ≤ context_length, padding with `pad_id` at the end) → `f32[B, embed_dim]`.
+    Causal attention lets the last real token see the whole text and no padding after it, so
+    trailing padding never changes the embedding.
+
+    With `cls_token=True` (CoCa's unimodal decoder), a learned token is appended after position
+    T−1; it attends to every non-pad token and its output is the embedding. `return_tokens`
+    then also returns the normalised outputs at the T text positions.
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        context_length: int,
+        width: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        embed_dim: int | None = None,
+        pad_id: int = 0,
+        cls_token: bool = False,
+        dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.context_length, self.pad_id, self.dtype = context_length, pad_id, dtype
+        self.vocab_size = vocab_size
+        self.token_embed = nnx.Embed(vocab_size, width, dtype=dtype, rngs=rngs)
+        self.pos_embed = nnx.Param(
+            jax.random.normal(rngs.params(), (context_length + cls_token, width)) * 0.01
+        )
+        self.cls = nnx.Param(jax.random.normal(rngs.params(), (width,)) * 0.02) if cls_token else None
+        self.transformer = Transformer(width, depth, num_heads, mlp_ratio, dtype=dtype, rngs=rngs)
+        self.norm_final = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+        self.proj = (
+            nnx.Linear(width, embed_dim, use_bias=False, dtype=dtype, rngs=rngs) if embed_dim else None
+        )
+
+    def check_tokens(self, tokens) -> Array:
+        tokens = _checks.int_array("tokens", tokens, rank=2, rank_hint="[B, T]")
+        if tokens.shape[1] > self.context_length:
+            raise ValueError(f"tokens have length {tokens.shape[1]} > context_length {self.context_length}")
+        return tokens
+
+    def __call__(self, tokens: Array, *, return_tokens: bool = False):
+        tokens = self.check_tokens(tokens)
+        batch, length = tokens.shape
+        x = self.token_embed(tokens) + self.pos_embed.value[:length].astype(self.dtype)
+        if self.cls is None:
+            mask = jnp.tril(jnp.ones((length, length), bool))[None, None]
+        else:
+            # The CLS token always takes the last position embedding, whatever the padded length,
+            # and attends to the text but not to padding; every position keeps itself so that no
+            # attention row is empty.
+            cls = (self.cls.value + self.pos_embed.value[self.context_length]).astype(x.dtype)
+            x = jnp.concatenate([x, jnp.broadcast_to(cls, (batch, 1, x.shape[-1]))], axis=1)
+            length += 1
+            key_is_text = jnp.concatenate([tokens != self.pad_id, jnp.ones((batch, 1), bool)], axis=1)
+            causal = jnp.tril(jnp.ones((length, length), bool))
+            mask = ((causal[None] & key_is_text[:, None, :]) | jnp.eye(length, dtype=bool))[:, None]
+        out = self.norm_final(self.transformer(x, mask=mask))
+        if self.cls is None:
+            pooled = jnp.take_along_axis(out, last_token_index(tokens, self.pad_id)[:, None, None], axis=1)[
+                :, 0
+            ]
+            token_out = out
+        else:
+            pooled, token_out = out[:, -1], out[:, :-1]
+        if self.proj is not None:
+            pooled = self.proj(pooled)
+        pooled = pooled.astype(jnp.float32)
+        return (pooled, token_out) if return_tokens else pooled

@@ -1,0 +1,31 @@
+"""Negatives across devices: one mechanism, inside `jax.shard_map` (or `pmap`).
+
+Losses call `plan_negatives(axis_name, exchange)` once and then reduce with the functions
+below; users normally only pass `axis_name=` / `exchange=` to a loss. See the README's
+"Distributed negatives" section for when to choose which exchange.
+"""
+
+from contrastive_jax.parallel._accumulate import accumulate_value_and_grad
+from contrastive_jax.parallel._mesh import data_mesh, shard_batch
+from contrastive_jax.parallel._plan import EXCHANGES, Negatives, plan_negatives
+from contrastive_jax.parallel._reduce import (
+    gather_negatives,
+    negatives_mean,
+    softmax_lse,
+    softplus_sum,
+)
+from contrastive_jax.parallel._ring import ring_fold
+
+__all__ = [
+    "accumulate_value_and_grad",
+    "EXCHANGES",
+    "Negatives",
+    "data_mesh",
+    "gather_negatives",
+    "negatives_mean",
+    "plan_negatives",
+    "ring_fold",
+    "shard_batch",
+    "softmax_lse",
+    "softplus_sum",
+]

@@ -1,0 +1,103 @@
+"""Run outputs: a progress bar, metrics as JSONL and TensorBoard events, and end-of-run plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+
+class MetricWriter:
+    """Writes each logged step to `metrics.jsonl`, TensorBoard (if tensorboardX is installed)
+    and a tqdm progress bar showing step/s and the loss."""
+
+    def __init__(self, workdir: str, *, total_steps: int, initial_step: int = 0):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._file = open(self.path, "a")
+        self._last = (initial_step, time.time())
+        try:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        except ImportError:  # pragma: no cover - optional
+            self._tb = None
+        try:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=initial_step, dynamic_ncols=True, mininterval=1.0)
+        except ImportError:  # pragma: no cover - optional
+            self._bar = None
+
+    def write(self, step: int, metrics: dict) -> None:
+        last_step, last_time = self._last
+        now = time.time()
+        values = {k: float(np.asarray(v)) for k, v in metrics.items()}
+        values["steps_per_second"] = (step - last_step) / max(now - last_time, 1e-9)
+        self._last = (step, now)
+        self._file.write(json.dumps({"step": step, **values}) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key, value in values.items():
+                self._tb.add_scalar(f"train/{key}", value, step)
+        if self._bar is not None:
+            self._bar.update(step - self._bar.n)
+            self._bar.set_postfix(loss=f"{values['loss']:.4f}", steps_s=f"{values['steps_per_second']:.2f}")
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._bar is not None:
+            self._bar.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def save_plots(workdir: str, model, config, tokenizer, num_pairs: int = 12) -> dict[str, str]:
+    """The loss curve and an image–text cosine-similarity matrix of test pairs, as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from contrastive_jax import data
+
+    paths = {}
+    records = read_metrics(workdir)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([r["step"] for r in records], [r["loss"] for r in records])
+    ax.set(xlabel="step", ylabel="training loss", title=f"{config.loss.name} on {config.data.name}")
+    fig.tight_layout()
+    paths["loss_curve"] = os.path.join(workdir, "loss_curve.png")
+    fig.savefig(paths["loss_curve"], dpi=120)
+    plt.close(fig)
+
+    dataset = data.make_dataset(
+        data.load_source(config.data.name, "test", config=config.data.get("builder_config", None)),
+        tokenizer=tokenizer,
+        batch_size=num_pairs,
+        context_length=config.data.context_length,
+        seed=0,
+        shuffle=False,
+        num_epochs=1,
+        image_size=config.data.image_size,
+    )
+    batch = next(iter(dataset))
+    from contrastive_jax.evaluate._run import Encoders
+
+    encoders = Encoders(model)
+    sim = encoders.encode_image(batch["image"]) @ encoders.encode_text(batch["tokens"]).T
+    fig, ax = plt.subplots(figsize=(6, 5))
+    im = ax.imshow(sim, cmap="viridis")
+    ax.set(xlabel="text", ylabel="image", title="cosine similarity of test pairs (diagonal = matches)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    paths["similarity"] = os.path.join(workdir, "similarity.png")
+    fig.savefig(paths["similarity"], dpi=120)
+    plt.close(fig)
+    return paths

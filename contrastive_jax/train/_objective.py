@@ -1,0 +1,104 @@
+"""The training objective: which loss a config asks for, applied to a model's outputs.
+
+`compute_loss` runs inside the per-device function of the train step (under `jax.shard_map`
+when there are several devices) and passes `axis_name`/`exchange` on, so the loss is the
+global-batch loss with exact gradients. Every metric it returns is already global.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from contrastive_jax import losses
+
+OBJECTIVES = ("clip", "siglip", "coca", "isogclr", "sogclr", "clip_count")
+
+
+def needs_loss_state(name: str) -> bool:
+    return name in ("isogclr", "sogclr")
+
+
+def init_loss_state(config, num_samples: int):
+    """Per-sample loss state for (i)SogCLR, else an empty dict."""
+    if not needs_loss_state(config.name):
+        return {}
+    return losses.isogclr_init(
+        num_samples, tau_init=config.tau_init, tau_min=config.tau_min, tau_max=config.tau_max
+    )
+
+
+def _counting_term(model, outputs, batch):
+    """ "Teaching CLIP to Count": prefer the true caption over the wrong-count one, per image."""
+    cf_text = model.encode_text(batch["cf_tokens"])
+    if hasattr(losses, "counting_loss"):
+        return losses.counting_loss(outputs["image_emb"], outputs["text_emb"], cf_text)
+    true_sim = jnp.sum(outputs["image_emb"] * outputs["text_emb"], axis=-1)
+    cf_sim = jnp.sum(outputs["image_emb"] * cf_text, axis=-1)
+    return jnp.mean(jax.nn.softplus(cf_sim - true_sim))
+
+
+def compute_loss(config, model, outputs, batch, loss_state, *, axis_name=None):
+    """Returns `(loss, metrics, new_loss_state)` for `config.name` (see `OBJECTIVES`).
+
+    Args:
+      config: the `loss` section of a training config (name, exchange, block_size, weights...).
+      model: the NNX model (used for extra encodings, e.g. counterfactual captions).
+      outputs: the model's output dict (`image_emb`, `text_emb`, `logit_scale`, ...).
+      batch: this device's rows of the batch.
+      loss_state: per-sample state (iSogCLR) or `{}`.
+      axis_name: the data axis when running under shard_map.
+    """
+    image, text = outputs["image_emb"], outputs["text_emb"]
+    common = dict(axis_name=axis_name, exchange=config.exchange)
+    block = dict(block_size=config.get("block_size", None))
+    metrics = {}
+    name = config.name
+    if name == "clip":
+        loss = losses.clip_loss(
+            image, text, outputs["logit_scale"], label_smoothing=config.label_smoothing, **common, **block
+        )
+    elif name == "siglip":
+        loss = losses.siglip_loss(
+            image, text, outputs["logit_scale"], outputs["logit_bias"], **common, **block
+        )
+        metrics["logit_bias"] = outputs["logit_bias"]
+    elif name == "coca":
+        loss, parts = losses.coca_loss(
+            image,
+            text,
+            outputs["logit_scale"],
+            outputs["caption_logits"],
+            outputs["caption_labels"],
+            caption_weight=config.caption_weight,
+            contrastive_weight=config.contrastive_weight,
+            **common,
+            **block,
+        )
+        metrics.update(contrastive=parts["contrastive"], caption=parts["caption"])
+    elif name in ("isogclr", "sogclr"):
+        loss, loss_state = losses.isogclr_loss(
+            image,
+            text,
+            batch["index"],
+            loss_state,
+            learn_temperature=name == "isogclr",
+            gamma=config.gamma,
+            rho=config.rho,
+            eta=config.eta,
+            beta=config.beta,
+            **common,
+        )
+        metrics["mean_tau"] = jnp.mean(loss_state.tau_image)
+    elif name == "clip_count":
+        contrastive = losses.clip_loss(image, text, outputs["logit_scale"], **common, **block)
+        counting = _counting_term(model, outputs, batch)
+        if axis_name is not None:
+            counting = jax.lax.pmean(counting, axis_name)
+        loss = contrastive + config.count_weight * counting
+        metrics.update(contrastive=contrastive, counting=counting)
+    else:
+        raise ValueError(f"unknown loss {name!r}; choose one of {OBJECTIVES}")
+    metrics["loss"] = loss
+    metrics["logit_scale"] = outputs["logit_scale"]
+    return loss, metrics, loss_state

@@ -1,0 +1,7 @@
+"""clip_count on an embedded dataset: `--config experiments/configs/clip_count.py[:shapes_count|digits_captions]`."""
+
+from experiments.configs.common import base_config
+
+
+def get_config(dataset: str = "shapes_count"):
+    return base_config(loss="clip_count", dataset=dataset or "shapes_count", model="clip")

@@ -1,0 +1,68 @@
+"""Shared defaults for the training configs (each config file's `get_config` starts here)."""
+
+import ml_collections
+
+# Per embedded dataset: image size and the default preset of the tiny CPU models.
+DATASETS = {
+    "shapes_count": dict(image_size=64, context_length=16),
+    "digits_captions": dict(image_size=32, context_length=16),
+}
+
+
+def base_config(loss: str = "clip", dataset: str = "shapes_count", model: str = "clip", preset: str = "tiny"):
+    """A complete config for `loss` on `dataset`: CPU-sized unless the caller overrides it."""
+    from contrastive_jax import models
+
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown embedded dataset {dataset!r}; choose one of {sorted(DATASETS)}")
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.total_steps = 400  # ~4 minutes on a 2-core CPU for the tiny CLIP
+    c.batch_size = 128
+    c.log_every = 10
+    c.checkpoint_every = 100
+    c.keep_checkpoints = 3
+
+    c.data = ml_collections.ConfigDict(
+        dict(name=dataset, builder_config="default", tokenizer="word", **DATASETS[dataset])
+    )
+    c.model = models.model_config(
+        preset,
+        model,
+        image_size=DATASETS[dataset]["image_size"],
+        context_length=DATASETS[dataset]["context_length"],
+    )
+    c.loss = ml_collections.ConfigDict(
+        dict(
+            name=loss,
+            exchange="all_gather",
+            block_size=ml_collections.FieldReference(None, field_type=int),
+            label_smoothing=0.0,
+            caption_weight=2.0,
+            contrastive_weight=1.0,  # CoCa
+            count_weight=1.0,  # Teaching CLIP to Count
+            tau_init=0.01,
+            tau_min=0.005,
+            tau_max=0.05,
+            gamma=0.9,
+            rho=6.0,
+            eta=0.01,
+            beta=0.9,
+            shard_state=False,
+        )
+    )
+    c.optim = ml_collections.ConfigDict(
+        dict(
+            lr=2e-3,
+            warmup_steps=50,
+            weight_decay=0.1,
+            b1=0.9,
+            b2=0.98,
+            eps=1e-6,
+            grad_clip=1.0,
+            final_lr_fraction=0.0,
+        )
+    )
+    c.eval = ml_collections.ConfigDict(dict(batch_size=500, questions=(), max_examples=0))
+    c.eval.questions = {"shapes_count": ("color", "shape", "count"), "digits_captions": ("digit",)}[dataset]
+    return c

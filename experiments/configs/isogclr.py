@@ -1,0 +1,7 @@
+"""isogclr on an embedded dataset: `--config experiments/configs/isogclr.py[:shapes_count|digits_captions]`."""
+
+from experiments.configs.common import base_config
+
+
+def get_config(dataset: str = "shapes_count"):
+    return base_config(loss="isogclr", dataset=dataset or "shapes_count", model="clip")

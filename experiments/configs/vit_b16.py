@@ -1,0 +1,56 @@
+"""CLIP ViT-B/16 on a real image-text dataset (e.g. coco_captions prepared as array_record).
+
+`python -m experiments.train --config experiments/configs/vit_b16.py:coco_captions --workdir DIR
+ --config.data.tokenizer=/path/to/tokenizer.json`. Sizes follow CLIP's ViT-B/16 (Radford et al. 2021,
+Table 20) and open_clip's recipe (AdamW, lr 5e-4, wd 0.2, β2 0.98, warm-up 10k steps, batch 32k
+in the paper; scale batch_size to your devices).
+"""
+
+import ml_collections
+
+from contrastive_jax import models
+
+
+def get_config(dataset: str = "coco_captions"):
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.total_steps = 100_000
+    c.batch_size = 4096
+    c.log_every = 100
+    c.checkpoint_every = 2000
+    c.keep_checkpoints = 3
+    c.data = ml_collections.ConfigDict(
+        dict(
+            name=dataset or "coco_captions",
+            builder_config="",
+            tokenizer="tokenizer.json",
+            image_size=224,
+            context_length=77,
+            image_key="image",
+            caption_key="captions/text",
+        )
+    )
+    c.model = models.model_config("B/16", "clip", dtype="bfloat16")
+    c.loss = ml_collections.ConfigDict(
+        dict(
+            name="clip",
+            exchange="all_gather",
+            block_size=ml_collections.FieldReference(4096, field_type=int),
+            label_smoothing=0.0,
+            shard_state=False,
+        )
+    )
+    c.optim = ml_collections.ConfigDict(
+        dict(
+            lr=5e-4,
+            warmup_steps=10_000,
+            weight_decay=0.2,
+            b1=0.9,
+            b2=0.98,
+            eps=1e-6,
+            grad_clip=1.0,
+            final_lr_fraction=0.0,
+        )
+    )
+    c.eval = ml_collections.ConfigDict(dict(batch_size=1024, questions=(), max_examples=5000))
+    return c

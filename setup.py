@@ -1,0 +1,42 @@
+"""contrastive_jax: contrastive representation learning in JAX."""
+
+from setuptools import find_packages, setup
+
+CORE = [
+    "jax>=0.10.2,<0.13",
+    "flax>=0.12.0,<0.14",
+    "optax>=0.2.5",
+    "chex>=0.1.90",
+    "orbax-checkpoint>=0.11.0",
+    "ml_collections>=1.0",
+    "numpy>=1.26",
+    "absl-py>=2.0",
+]
+DATA = [
+    "tensorflow-datasets>=4.9.8",  # array_record builders and data_source; TensorFlow not needed
+    "importlib_resources>=6.0",  # tfds resolves a packaged builder's code path with it
+    "grain>=0.2.12",
+    "pillow>=10.0",
+    "scikit-learn>=1.4",  # ships the handwritten digits used by digits_captions
+    "tokenizers>=0.20",
+    "sentencepiece>=0.2",
+]
+TRAIN = ["tqdm>=4.60", "matplotlib>=3.8", "tensorboardX>=2.6"]
+DEV = ["pytest>=8.0", "ruff>=0.6", "nbmake>=1.5", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.0"]
+
+setup(
+    name="contrastive_jax",
+    version="0.1.0",
+    description="Contrastive losses (CLIP, SigLIP, CoCa, iSogCLR, ...) and training in JAX/Flax.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["contrastive_jax", "contrastive_jax.*", "experiments", "experiments.*"]),
+    package_data={"contrastive_jax": ["data/assets/*"]},
+    install_requires=CORE,
+    extras_require={
+        "data": DATA,
+        "train": DATA + TRAIN,
+        "dev": DATA + TRAIN + DEV,
+    },
+)
