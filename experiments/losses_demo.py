@@ -27,6 +27,17 @@ def main() -> None:
         "coca_loss": lambda x, y: losses.coca_loss(x, y, scale, caption_logits, caption_labels)[0],
         "grouped_clip_loss (2 groups)": lambda x, y: losses.grouped_clip_loss(x, y, scale, num_groups=2),
         "isogclr_loss": lambda x, y: losses.isogclr_loss(x, y, jnp.arange(8), state)[0],
+        "nt_xent_loss": lambda x, y: losses.nt_xent_loss(x, y),
+        "supcon_loss": lambda x, y: losses.supcon_loss(jnp.stack([x, y], 1), jnp.arange(8) % 3),
+        "dcl_loss / dclw_loss": lambda x, y: losses.dcl_loss(x, y) + losses.dclw_loss(x, y),
+        "dhel_loss": lambda x, y: losses.dhel_loss(x, y),
+        "mv_infonce_loss (3 views)": lambda x, y: losses.mv_infonce_loss(jnp.stack([x, y, (x + y) / 2])),
+        "mv_dhel_loss (3 views)": lambda x, y: losses.mv_dhel_loss(jnp.stack([x, y, (x + y) / 2])),
+        "counting_loss": lambda x, y: losses.counting_loss(x, y, jnp.roll(y, 1, axis=0)),
+        "cwcl_loss": lambda x, y: losses.cwcl_loss(y, x),
+        "mw_loss": lambda x, y: losses.mw_loss(x @ y.T, jnp.eye(8, dtype=bool)),
+        "alignment + uniformity": lambda x, y: losses.alignment_loss(x, y) + losses.uniformity_loss(x),
+        "clip_align_uniform_loss": lambda x, y: losses.clip_align_uniform_loss(x, y),
     }
     print(f"{'loss':34s} {'value':>10s} {'|grad|':>10s}")
     for name, fn in rows.items():

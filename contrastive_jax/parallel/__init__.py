@@ -5,6 +5,7 @@ below; users normally only pass `axis_name=` / `exchange=` to a loss. See the RE
 "Distributed negatives" section for when to choose which exchange.
 """
 
+from contrastive_jax.parallel._accounting import collective_bytes
 from contrastive_jax.parallel._accumulate import accumulate_value_and_grad
 from contrastive_jax.parallel._mesh import data_mesh, shard_batch
 from contrastive_jax.parallel._plan import EXCHANGES, Negatives, plan_negatives
@@ -18,6 +19,7 @@ from contrastive_jax.parallel._ring import ring_fold
 
 __all__ = [
     "accumulate_value_and_grad",
+    "collective_bytes",
     "EXCHANGES",
     "Negatives",
     "data_mesh",

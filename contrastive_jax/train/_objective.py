@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from contrastive_jax import losses
 
-OBJECTIVES = ("clip", "siglip", "coca", "isogclr", "sogclr", "clip_count")
+OBJECTIVES = ("clip", "siglip", "coca", "isogclr", "sogclr", "clip_count", "nt_xent", "dcl")
 
 
 def needs_loss_state(name: str) -> bool:
@@ -97,6 +97,9 @@ def compute_loss(config, model, outputs, batch, loss_state, *, axis_name=None):
             counting = jax.lax.pmean(counting, axis_name)
         loss = contrastive + config.count_weight * counting
         metrics.update(contrastive=contrastive, counting=counting)
+    elif name in ("nt_xent", "dcl"):  # image and text as SimCLR's two views, fixed temperature
+        fn = losses.nt_xent_loss if name == "nt_xent" else losses.dcl_loss
+        loss = fn(image, text, temperature=config.temperature, **common)
     else:
         raise ValueError(f"unknown loss {name!r}; choose one of {OBJECTIVES}")
     metrics["loss"] = loss

@@ -41,6 +41,7 @@ def base_config(loss: str = "clip", dataset: str = "shapes_count", model: str = 
             caption_weight=2.0,
             contrastive_weight=1.0,  # CoCa
             count_weight=1.0,  # Teaching CLIP to Count
+            temperature=0.1,  # fixed-temperature objectives (nt_xent, dcl)
             tau_init=0.01,
             tau_min=0.005,
             tau_max=0.05,

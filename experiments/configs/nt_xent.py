@@ -1,0 +1,7 @@
+"""nt_xent on image and text embeddings as two views: `--config experiments/configs/nt_xent.py[:dataset]`."""
+
+from experiments.configs.common import base_config
+
+
+def get_config(dataset: str = "shapes_count"):
+    return base_config(loss="nt_xent", dataset=dataset or "shapes_count", model="clip")
