@@ -57,7 +57,7 @@ class Row:
     dtype: str
     repeats: int
     compile_only: bool
-    memory_limit: float  # bytes of host memory the fake CPU devices may use together
+    memory_limit: float  # bytes of host memory the fake CPU devices may use together; < 0: auto
 
     @property
     def members(self) -> int:
@@ -211,14 +211,13 @@ def run_row(row: Row) -> dict:
     )
     if row.compile_only:
         return result
-    if (
-        devices[0].platform == "cpu"
-        and memory is not None
-        and memory["peak"] * row.devices > row.memory_limit
-    ):
+    # CPU "devices" share the host's memory: don't run a row that would exhaust it (and disturb
+    # everything else on the machine); its bytes and compiled memory are still reported.
+    limit = row.memory_limit if row.memory_limit >= 0 else 0.75 * _host_memory_available()
+    if devices[0].platform == "cpu" and memory is not None and memory["peak"] * row.devices > limit:
         result["skipped"] = (
-            f"needs ~{memory['peak'] * row.devices / 2**30:.1f} GiB of host memory for {row.devices} fake "
-            f"devices, {row.memory_limit / 2**30:.1f} GiB allowed (--memory-limit-gib)"
+            f"not timed: its {row.devices} CPU devices need ~{memory['peak'] * row.devices / 2**30:.1f} GiB "
+            f"of host memory together, {limit / 2**30:.1f} GiB allowed (--memory-limit-gib)"
         )
         return result
 
@@ -295,7 +294,7 @@ def _rows(args, devices: int) -> list[Row]:
                         dtype=args.dtype,
                         repeats=args.repeats,
                         compile_only=args.compile_only,
-                        memory_limit=args.memory_limit_gib * 2**30,
+                        memory_limit=-1.0 if args.memory_limit_gib is None else args.memory_limit_gib * 2**30,
                     )
                 )
     return rows
@@ -380,7 +379,8 @@ def _parse_args(argv=None):
         "--memory-limit-gib",
         type=float,
         default=None,
-        help="CPU: skip timing rows whose devices together need more host memory (default 80%% of available)",
+        help="CPU: skip timing rows whose devices together need more host memory (default: 75%% of what is "
+        "available when the row starts)",
     )
     parser.add_argument("--out", default=None, help="write all results as JSON here")
     parser.add_argument("--md", default=None, help="write the markdown table (with its command) here")
@@ -394,9 +394,13 @@ def _parse_args(argv=None):
     args.losses = [s.strip() for s in args.losses.split(",") if s.strip()]
     args.block_sizes = [None if s.strip().lower() == "none" else int(s) for s in args.block_sizes.split(",")]
     args.groups = [int(g) for g in args.groups.split(",") if g.strip()]
-    if args.memory_limit_gib is None:
-        args.memory_limit_gib = 0.8 * _host_memory_available() / 2**30
     return args
+
+
+def _write_json(path: str, meta: dict, results: list[dict]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(dict(meta=meta, results=results), f, indent=1)
 
 
 def main(argv=None) -> None:
@@ -428,6 +432,20 @@ def main(argv=None) -> None:
         flush=True,
     )
 
+    meta = dict(
+        command=command,
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        platform=info["platform"],
+        device_kind=info["device_kind"],
+        devices=devices,
+        jax=info["jax"],
+        host=dict(machine=platform.machine(), cpus=os.cpu_count(), python=platform.python_version()),
+        local_batch=args.local_batch,
+        dim=args.dim,
+        dtype=args.dtype,
+        repeats=args.repeats,
+        wall_s=None,
+    )
     results = []
     start = time.perf_counter()
     for row in _rows(args, devices):
@@ -453,13 +471,18 @@ def main(argv=None) -> None:
             f"sent {_fmt(result.get('hlo_bytes'), 1024)} KiB  {status}  ({result['wall_s']:.0f} s)",
             flush=True,
         )
-    total_s = time.perf_counter() - start
+        if args.out:  # after every row, so that an interrupted run keeps what it measured
+            _write_json(args.out, meta, results)
+    total_s = meta["wall_s"] = time.perf_counter() - start
 
     table = markdown_table(results)
     print()
     print(table)
-    skipped = [r for r in results if r.get("skipped")]
-    notes = [f"\\* skipped: {r['skipped']}" for r in skipped[:1]]
+    notes = [
+        f"\\* {r['row']['loss']} {r['row']['exchange']} {r['mesh']}: {r['skipped']}"
+        for r in results
+        if r.get("skipped")
+    ]
     mismatched = [
         r
         for r in results
@@ -475,30 +498,15 @@ def main(argv=None) -> None:
         print(note)
     print(f"\ntotal wall time {total_s:.0f} s")
 
-    meta = dict(
-        command=command,
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        platform=info["platform"],
-        device_kind=info["device_kind"],
-        devices=devices,
-        jax=info["jax"],
-        host=dict(machine=platform.machine(), cpus=os.cpu_count(), python=platform.python_version()),
-        local_batch=args.local_batch,
-        dim=args.dim,
-        dtype=args.dtype,
-        repeats=args.repeats,
-        wall_s=total_s,
-    )
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(dict(meta=meta, results=results), f, indent=1)
+        _write_json(args.out, meta, results)
     if args.md:
         os.makedirs(os.path.dirname(os.path.abspath(args.md)), exist_ok=True)
         with open(args.md, "w") as f:
             f.write(
                 f"<!-- {meta['date']}: `{command}` -->\n"
-                f"{info['platform']} ({info['device_kind']}), {devices} devices, jax {info['jax']}, "
+                f"{info['platform']} ({info['device_kind']}; host with {os.cpu_count()} CPU cores), "
+                f"{devices} devices, jax {info['jax']}, "
                 f"local batch {args.local_batch}, D = {args.dim}, {args.dtype}, median of {args.repeats} "
                 f"steps; total wall time {total_s / 60:.0f} min.\n\n{table}\n"
             )

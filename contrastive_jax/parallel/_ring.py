@@ -54,14 +54,29 @@ def _hops(step, carry, travel, travel_home, axes):
     return carry, _shift(travel_home(travel), axes)
 
 
+def _use_fused(x, y, block_size) -> bool:
+    """Tiles inside the ring: the fused GPU kernel when `block_size` is set and it can run."""
+    from contrastive_jax.tiled import fused_available
+
+    return block_size is not None and fused_available(x, y)
+
+
 def _lse_values(x, y, scale, block_size):
     if block_size is None:
         logits = scale * _blockwise.similarity(x, y)
         return jax.nn.logsumexp(logits, axis=1), jax.nn.logsumexp(logits, axis=0)
+    if _use_fused(x, y, block_size):
+        from contrastive_jax.tiled import _fused
+
+        return _fused.lse_forward_fused(x, y, scale)
     return _blockwise.lse_forward(x, y, scale, min(block_size, x.shape[0]))
 
 
 def _lse_grads(x, y, scale, row_lse, col_lse, d_row, d_col, block_size):
+    if _use_fused(x, y, block_size):
+        from contrastive_jax.tiled import _fused
+
+        return _fused.lse_backward_fused(x, y, scale, row_lse, col_lse, d_row, d_col)
     return _blockwise.lse_backward(
         x, y, scale, row_lse, col_lse, d_row, d_col, x.shape[0] if block_size is None else block_size
     )
@@ -118,7 +133,21 @@ ring_lse.defvjp(_ring_lse_fwd, _ring_lse_bwd)
 def _softplus_values(x, y, scale, bias, block_size):
     if block_size is None:
         return jnp.sum(jax.nn.softplus(scale * _blockwise.similarity(x, y) + bias))
+    if _use_fused(x, y, block_size):
+        from contrastive_jax.tiled import _fused
+
+        return _fused.softplus_forward_fused(x, y, scale, bias)
     return _blockwise.softplus_forward(x, y, scale, bias, min(block_size, x.shape[0]))
+
+
+def _softplus_grads(x, y, scale, bias, cotangent, block_size):
+    if _use_fused(x, y, block_size):
+        from contrastive_jax.tiled import _fused
+
+        return _fused.softplus_backward_fused(x, y, scale, bias, cotangent)
+    return _blockwise.softplus_backward(
+        x, y, scale, bias, cotangent, x.shape[0] if block_size is None else block_size
+    )
 
 
 def _ring_softplus_impl(x, y, scale, bias, axes, block_size):
@@ -142,13 +171,12 @@ def _ring_softplus_fwd(x, y, scale, bias, axes, block_size):
 
 def _ring_softplus_bwd(axes, block_size, residuals, cotangent):
     x, y, scale, bias = residuals
-    rows = x.shape[0] if block_size is None else block_size
 
     def step(carry, travel):
         dx, dscale, dbias = carry
         y_block, dy_block = travel
-        dx_part, dy_part, dscale_part, dbias_part = _blockwise.softplus_backward(
-            x, y_block, scale, bias, cotangent, rows
+        dx_part, dy_part, dscale_part, dbias_part = _softplus_grads(
+            x, y_block, scale, bias, cotangent, block_size
         )
         return (dx + dx_part, dscale + dscale_part, dbias + dbias_part), (y_block, dy_block + dy_part)
 
