@@ -76,10 +76,15 @@ def test_not_used_on_cpu_and_lowers_for_cuda():
     pytest.importorskip("jax.experimental.pallas.triton")
     spec = jax.ShapeDtypeStruct((256, 64), jnp.bfloat16)
     step = jax.grad(lambda x, y, s: sum(map(jnp.mean, _fused.pairwise_lse_fused(x, y, s))), (0, 1, 2))
-    text = (
-        jax.jit(step)
-        .trace(spec, spec, jax.ShapeDtypeStruct((), jnp.float32))
-        .lower(lowering_platforms=("cuda",))
-        .as_text()
-    )
+    try:
+        lowered = (
+            jax.jit(step)
+            .trace(spec, spec, jax.ShapeDtypeStruct((), jnp.float32))
+            .lower(lowering_platforms=("cuda",))
+        )
+    except RuntimeError as err:  # newer jax needs a CUDA device to lower Triton kernels
+        if "GPU" not in str(err):
+            raise
+        pytest.skip(f"this jax cannot lower for CUDA without a GPU: {err}")
+    text = lowered.as_text()
     assert "triton" in text.lower()  # the kernels become Triton custom calls
