@@ -29,6 +29,13 @@ EXPERIMENTS = [
     ("counting", "CLIP", "clip", "shapes_count", {}),
     ("counting", "CLIP + counting loss", "clip_count", "shapes_count", {}),
     ("long_tail", "CLIP (learned global τ)", "clip", "shapes_count", {"data.builder_config": "long_tail"}),
+    (
+        "long_tail",
+        "CLIP (fixed τ = 0.01)",
+        "clip",
+        "shapes_count",
+        {"data.builder_config": "long_tail", "loss.fixed_temperature": 0.01},
+    ),
     ("long_tail", "SogCLR (fixed τ)", "sogclr", "shapes_count", {"data.builder_config": "long_tail"}),
     ("long_tail", "iSogCLR (per-sample τ)", "isogclr", "shapes_count", {"data.builder_config": "long_tail"}),
     ("small_batch", "NT-Xent, batch 16", "nt_xent", "shapes_count", {"batch_size": 16}),
@@ -37,9 +44,21 @@ EXPERIMENTS = [
     ("small_batch", "DCL, batch 64", "dcl", "shapes_count", {"batch_size": 64}),
 ]
 METRICS = {
-    "models": ("zero_shot/color", "zero_shot/shape", "zero_shot/count", "image_to_text_r@1", "text_to_image_r@1"),
+    "models": (
+        "zero_shot/color",
+        "zero_shot/shape",
+        "zero_shot/count",
+        "image_to_text_r@1",
+        "text_to_image_r@1",
+    ),
     "counting": ("counting_accuracy", "zero_shot/count", "zero_shot/color", "zero_shot/shape"),
-    "long_tail": ("zero_shot/color", "zero_shot/shape", "rare_pairs/color", "rare_pairs/shape", "image_to_text_r@1"),
+    "long_tail": (
+        "zero_shot/color",
+        "zero_shot/shape",
+        "rare_pairs/color",
+        "rare_pairs/shape",
+        "image_to_text_r@1",
+    ),
     "small_batch": ("zero_shot/color", "zero_shot/shape", "image_to_text_r@1"),
 }
 CLAIMS = {
@@ -83,10 +102,15 @@ def rare_pair_accuracy(workdir: str, config) -> dict[str, float]:
     from contrastive_jax.data import _shapes
 
     source = data.load_source(config.data.name, "train", config=config.data.builder_config)
-    _, graphdef, rest, _, state = train.init_state(config, len(source))
-    _, state, _ = train.Checkpointer(os.path.join(workdir, "checkpoints")).restore_latest(state)
-    model = evaluate._run.Encoders(nnx.merge(graphdef, state["params"], rest))
     tokenizer = train.make_tokenizer(config.data)
+    with config.unlocked():  # as train() does: the text tower's vocabulary is the tokenizer's
+        config.model.text.vocab_size = tokenizer.vocab_size
+    _, graphdef, rest, _, state = train.init_state(config, len(source))
+    restored = train.Checkpointer(os.path.join(workdir, "checkpoints")).restore_latest(state)
+    if restored is None:
+        raise RuntimeError(f"no intact checkpoint in {workdir}; delete the run directory to retrain it")
+    _, state, _ = restored
+    model = evaluate._run.Encoders(nnx.merge(graphdef, state["params"], rest))
     emb = evaluate.embed_split(model, config, tokenizer, "test")
     weights = _shapes.combination_weights(long_tail=config.data.builder_config == "long_tail")
     pair = emb["color"] * len(_shapes.SHAPES) + emb["shape"]
@@ -100,7 +124,7 @@ def rare_pair_accuracy(workdir: str, config) -> dict[str, float]:
     return out
 
 
-def run(seeds, steps, smoke: bool, out_dir: str) -> list[dict]:
+def run(seeds, steps, smoke: bool, out_dir: str, measured_only: bool = False) -> list[dict]:
     from contrastive_jax.train import train
 
     rows = []
@@ -108,12 +132,16 @@ def run(seeds, steps, smoke: bool, out_dir: str) -> list[dict]:
         for seed in seeds:
             config = make_config(module, dataset, overrides, seed, steps, smoke)
             # Named by configuration, not comparison: a row shared by two comparisons trains once.
-            slug = f"{module}-{config.data.builder_config}-b{config.batch_size}-s{config.total_steps}-seed{seed}"
+            extra = "".join(f"-{k.split('.')[-1]}{v}" for k, v in sorted(overrides.items())
+                            if k not in ("data.builder_config", "batch_size"))  # fmt: skip
+            slug = f"{module}-{config.data.builder_config}-b{config.batch_size}-s{config.total_steps}{extra}-seed{seed}"
             workdir = os.path.join(out_dir, "runs", slug)
             started = time.time()
             if os.path.exists(os.path.join(workdir, "eval.json")):
                 with open(os.path.join(workdir, "eval.json")) as f:
                     metrics = json.load(f)  # already measured by an earlier (interrupted) invocation
+            elif measured_only:
+                continue  # --measured-only: summarise the finished runs, train nothing
             else:
                 metrics = train(config, workdir)
                 metrics.pop("plots", None)
@@ -138,7 +166,7 @@ def summarise(rows: list[dict]) -> str:
         first = group[0]
         lines += [f"## {comparison.replace('_', ' ')}  ({first['steps']} steps, seeds: "
                   f"{sorted({r['seed'] for r in group})})", "",
-                  "| row | batch | " + " | ".join(metrics) + " |", "| --- | ---: |" + " ---: |" * len(metrics)]  # fmt: skip
+                  "| row | batch | seeds | " + " | ".join(metrics) + " |", "| --- | ---: | ---: |" + " ---: |" * len(metrics)]  # fmt: skip
         stats = {}
         for name in names:
             runs = [r for r in group if r["name"] == name]
@@ -147,7 +175,7 @@ def summarise(rows: list[dict]) -> str:
                 values = np.array([r[metric] for r in runs if metric in r], dtype=float)
                 stats[(name, metric)] = values
                 cells.append(f"{100 * values.mean():.1f} ± {100 * values.std():.1f}" if values.size else "-")
-            lines.append(f"| {name} | {runs[0]['batch_size']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | {runs[0]['batch_size']} | {len(runs)} | " + " | ".join(cells) + " |")
         claim = CLAIMS.get(comparison)
         if claim:
             better, baseline, metric, text = claim
@@ -164,14 +192,17 @@ def summarise(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300, help="training steps per run (same for every row)")
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--measured-only", action="store_true", help="tabulate finished runs only")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args()
     seeds = args.seeds[:1] if args.smoke else args.seeds
-    rows = run(seeds, args.steps, args.smoke, args.out)
+    rows = run(seeds, args.steps, args.smoke, args.out, args.measured_only)
     os.makedirs(args.out, exist_ok=True)
     suffix = "_smoke" if args.smoke else ""
     with open(os.path.join(args.out, f"results{suffix}.json"), "w") as f:

@@ -12,7 +12,12 @@ NOTEBOOKS = sorted((ROOT / "colabs").glob("*.ipynb"))
 
 
 def test_the_four_colabs_exist():
-    assert {p.stem for p in NOTEBOOKS} >= {"losses_tour", "train_tiny_clip", "distributed_negatives", "temperatures"}
+    assert {p.stem for p in NOTEBOOKS} >= {
+        "losses_tour",
+        "train_tiny_clip",
+        "distributed_negatives",
+        "temperatures",
+    }
 
 
 @pytest.mark.slow
@@ -23,6 +28,14 @@ def test_notebook_runs(path, data_dir, monkeypatch):
     monkeypatch.delenv("XLA_FLAGS", raising=False)  # each notebook chooses its own devices
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
+    errors = [
+        o
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.output_type == "error"
+    ]
     assert not errors

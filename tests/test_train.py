@@ -101,3 +101,20 @@ def test_every_config_builds_and_runs_a_step(data_dir, tmp_path, name):
     config = shrink(module.get_config(), steps=1)
     assert training.train(config, str(tmp_path), evaluate=False) == {"steps": 1}
     assert np.isfinite(list(losses_of(tmp_path).values())).all()
+
+
+def test_clip_objective_with_a_fixed_temperature_ignores_the_learned_scale():
+    from contrastive_jax.train._objective import compute_loss
+    from tests import references as ref
+
+    config = clip_config().loss
+    rng = np.random.default_rng(0)
+    x, y = (rng.normal(size=(6, 4)).astype(np.float32) for _ in range(2))
+    x, y = (v / np.linalg.norm(v, axis=1, keepdims=True) for v in (x, y))
+    outputs = {"image_emb": x, "text_emb": y, "logit_scale": np.float32(3.0)}
+    learned, _, _ = compute_loss(config, None, outputs, {}, {})
+    np.testing.assert_allclose(learned, ref.clip_loss(x, y, 3.0), rtol=1e-5)
+    with config.unlocked():
+        config.fixed_temperature = 0.05
+    fixed, _, _ = compute_loss(config, None, outputs, {}, {})
+    np.testing.assert_allclose(fixed, ref.clip_loss(x, y, 20.0), rtol=1e-5)

@@ -55,9 +55,9 @@ def compute_loss(config, model, outputs, batch, loss_state, *, axis_name=None):
     metrics = {}
     name = config.name
     if name == "clip":
-        loss = losses.clip_loss(
-            image, text, outputs["logit_scale"], label_smoothing=config.label_smoothing, **common, **block
-        )
+        fixed = config.get("fixed_temperature", None)  # None: the model's learned logit scale
+        scale = outputs["logit_scale"] if fixed is None else jnp.float32(1.0 / fixed)
+        loss = losses.clip_loss(image, text, scale, label_smoothing=config.label_smoothing, **common, **block)
     elif name == "siglip":
         loss = losses.siglip_loss(
             image, text, outputs["logit_scale"], outputs["logit_bias"], **common, **block

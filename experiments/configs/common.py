@@ -38,6 +38,7 @@ def base_config(loss: str = "clip", dataset: str = "shapes_count", model: str = 
             exchange="all_gather",
             block_size=ml_collections.FieldReference(None, field_type=int),
             label_smoothing=0.0,
+            fixed_temperature=ml_collections.FieldReference(None, field_type=float),  # clip: τ fixed
             caption_weight=2.0,
             contrastive_weight=1.0,  # CoCa
             count_weight=1.0,  # Teaching CLIP to Count
