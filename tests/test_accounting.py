@@ -130,3 +130,14 @@ def test_parser_on_async_ops_loops_and_group_formats():
 
 def test_docstring_example():
     assert doctest.testmod(_accounting).failed == 0
+
+
+def test_group_size_reads_every_replica_group_syntax():
+    from contrastive_jax.parallel._accounting import _group_size
+
+    assert _group_size("replica_groups={{0,1,2,3},{4,5,6,7}}, dimensions={0}", 8) == 4
+    assert _group_size("replica_groups=[2,4]<=[8], dimensions={0}", 8) == 4
+    assert _group_size("replica_groups=mesh['group'=2,'member'=4] {'member'}, dimensions={0}", 8) == 4
+    assert _group_size("replica_groups=mesh['group'=2,'member'=4] {'group'}, dimensions={0}", 8) == 2
+    assert _group_size("replica_groups=mesh['a'=2,'b'=4] {'a','b'}, dimensions={0}", 8) == 8
+    assert _group_size("replica_groups={}, dimensions={0}", 8) == 8

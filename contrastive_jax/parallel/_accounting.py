@@ -121,7 +121,14 @@ def _tuple_elements(shape: str) -> list[str]:
 
 
 def _group_size(attributes: str, num_devices: int) -> int:
-    """Devices per replica group: `{{0,1},{2,3}}` → 2, iota `[2,4]<=[8]` → 4, `{}` → all devices."""
+    """Devices per replica group: `{{0,1},{2,3}}` → 2, iota `[2,4]<=[8]` → 4, `{}` → all devices,
+    and newer XLA's named form `mesh['group'=2,'member'=4] {'member'}` → 4 (product of the axes
+    listed in braces)."""
+    match = re.search(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}", attributes)
+    if match:
+        sizes = {k: int(v) for k, v in re.findall(r"'([^']+)'=(\d+)", match.group(1))}
+        selected = re.findall(r"'([^']+)'", match.group(2))
+        return math.prod(sizes[a] for a in selected) if selected else num_devices
     match = re.search(r"replica_groups=\[(\d+),(\d+)\]<=", attributes)
     if match:
         return int(match.group(2))
