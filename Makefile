@@ -28,6 +28,6 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) .jax_cache .pytest_cache *.egg-info
 
-# The results table of experiments/results/results.md (about 1.5 h on a 2-core CPU; not part of CI).
+# The results table of experiments/results/results.md (about 2 h on a 2-core CPU; not part of CI).
 results: $(STAMP)
 	$(PY) -m experiments.results

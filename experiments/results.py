@@ -1,6 +1,6 @@
 """Regenerates experiments/results/results.md: the papers' claims, measured on the embedded datasets.
 
-    python -m experiments.results                 # all rows, 3 seeds (about 1.5 h on a 2-core CPU)
+    python -m experiments.results                 # all rows, 3 seeds (about 2 h on a 2-core CPU)
     python -m experiments.results --smoke         # 1 seed, a few steps: checks the pipeline only
     make results                                  # the same as the first line
 
