@@ -146,7 +146,7 @@ def test_grouped_hlo_gathers_over_members_only():
     gathers = [line for line in hlo.splitlines() if "all-gather(" in line]
     assert gathers
     for line in gathers:
-        # explicit `{{0,1,2,3},{4,5,6,7}}` or iota `[2,4]<=[8]` groups (newer XLA), both parsed here
+        # explicit `{{0,1,2,3},{4,5,6,7}}`, iota `[2,4]<=[8]` or named `mesh[...] {'member'}` groups
         assert _accounting._group_size(line, 8) == 4, line  # the 4 members, never all 8 devices
 
 

@@ -118,3 +118,7 @@ def test_clip_objective_with_a_fixed_temperature_ignores_the_learned_scale():
         config.fixed_temperature = 0.05
     fixed, _, _ = compute_loss(config, None, outputs, {}, {})
     np.testing.assert_allclose(fixed, ref.clip_loss(x, y, 20.0), rtol=1e-5)
+    with config.unlocked():
+        config.fixed_temperature = 0.0
+    with pytest.raises(ValueError, match="fixed_temperature"):
+        compute_loss(config, None, outputs, {}, {})

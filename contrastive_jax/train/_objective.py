@@ -56,6 +56,8 @@ def compute_loss(config, model, outputs, batch, loss_state, *, axis_name=None):
     name = config.name
     if name == "clip":
         fixed = config.get("fixed_temperature", None)  # None: the model's learned logit scale
+        if fixed is not None and not fixed > 0:
+            raise ValueError(f"loss.fixed_temperature must be positive or None, got {fixed}")
         scale = outputs["logit_scale"] if fixed is None else jnp.float32(1.0 / fixed)
         loss = losses.clip_loss(image, text, scale, label_smoothing=config.label_smoothing, **common, **block)
     elif name == "siglip":
