@@ -5,9 +5,10 @@ For every loss (CLIP, SigLIP, iSogCLR), exchange ("all_gather", "ring", "grouped
 `value_and_grad` step of the loss w.r.t. the embeddings (and logit scale / bias) under
 `jax.shard_map` over all devices, and reports per device:
 
-* bytes sent per step, (a) counted from the compiled HLO by `parallel.collective_bytes` (every
-  collective XLA kept, loops multiplied by their trip counts, ring-algorithm cost per device)
-  and (b) predicted term by term from the algorithm (`parallel._accounting.exchange_bytes`);
+* bytes sent per step, (a) counted from the compiled HLO by `hlo_accounting.collective_bytes`
+  (every collective XLA kept, loops multiplied by their trip counts, ring-algorithm cost per
+  device) and (b) predicted term by term from the algorithm (`hlo_accounting.exchange_bytes`),
+  both in benchmarks/hlo_accounting.py;
 * collective launches per step (how many latency-bound steps the strategy takes);
 * peak memory: the compiled program's `memory_analysis()` (temp + arguments + outputs −
   aliased), and on GPU/TPU also the allocator's `peak_bytes_in_use`;
@@ -40,6 +41,9 @@ import sys
 import time
 
 _RESULT = "EXCHANGE_ROW_RESULT "
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # `benchmarks.hlo_accounting` (and the library) from a source checkout
+    sys.path.insert(0, ROOT)
 _MIB = 2**20
 
 
@@ -153,16 +157,15 @@ def run_row(row: Row) -> dict:
     import jax
     import numpy as np
 
-    from contrastive_jax import parallel
-    from contrastive_jax.parallel import _accounting
+    from benchmarks.hlo_accounting import collective_bytes, exchange_bytes
 
     step, args, devices = _build_step(row)
     start = time.perf_counter()
     compiled = step.lower(*args).compile()
     compile_s = time.perf_counter() - start
 
-    counted = parallel.collective_bytes(compiled.as_text())
-    analytic = _accounting.exchange_bytes(
+    counted = collective_bytes(compiled.as_text())
+    analytic = exchange_bytes(
         row.loss,
         row.exchange,
         local_batch=row.local_batch,

@@ -1,18 +1,22 @@
-"""Speed and memory of the CLIP loss's forward + backward: dense, tiled, fused, open_clip, Inf-CL.
+"""Speed and memory of the CLIP loss's forward + backward: dense, blockwise, Pallas, open_clip, Inf-CL.
 
 One run, one table: for each batch size B and implementation, milliseconds per forward+backward
-(median after warm-up), peak device memory and achieved TFLOP/s (counting 6·B²·D, the FLOPs of a
-dense loss that stores the logits). Each row runs in a fresh subprocess so that peak memory is
-that row's alone; out-of-memory is reported as "OOM".
+(median after warm-up; one timed run when a step takes over 5 s), peak device memory and
+achieved TFLOP/s counting 6·B²·D (the FLOPs of a dense loss that stores the logits; the
+blockwise and Pallas paths execute 8·B²·D, recomputing the logits once in the backward pass).
+Each row runs in a fresh subprocess so that peak memory is that row's alone; out-of-memory is
+reported as "OOM".
 
     python benchmarks/loss_speed.py --batch 16384 65536 262144 1048576 --dtype float32 bfloat16 \
-        --out benchmarks/results/loss_speed_h100.json
-    python benchmarks/loss_speed.py --quick          # tiny sizes, any machine (CPU included)
+        --out benchmarks/results/loss_speed_gpu.json --md benchmarks/results/loss_speed_gpu.md
+    python benchmarks/loss_speed.py --smoke          # tiny sizes, any machine (CPU included)
 
-Rows: `jax_dense` (materialised logits), `jax_tiled` (blockwise XLA, `block_size`), `jax_fused`
-(Pallas/Triton, GPU only), `open_clip` (its `ClipLoss`, from an installed open_clip or
-`--open-clip-loss-py path/to/loss.py`, which needs only torch) and `inf_cl` (Inf-CL's
-`cal_inf_loss`, when the `inf_cl` package is installed). See benchmarks/README.md.
+Rows: `jax_dense` (`clip_loss`, materialised logits), `jax_blockwise` (`clip_loss(...,
+block_size=--block)`, the XLA loop), `jax_pallas` (`clip_loss(..., impl="pallas")`, GPU only;
+with `--smoke` on a machine without GPU it runs in Pallas's interpret mode), `open_clip` (its
+`ClipLoss`, from an installed open_clip or `--open-clip-loss-py path/to/loss.py`, which needs
+only torch) and `inf_cl` (Inf-CL's `cal_inf_loss`, when the `inf_cl` package is installed).
+`benchmarks/gpu_check.sh` runs the whole table on a GPU. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMPLS = ("jax_dense", "jax_tiled", "jax_fused", "open_clip", "inf_cl")
+IMPLS = ("jax_dense", "jax_blockwise", "jax_pallas", "open_clip", "inf_cl")
+# FLOPs each implementation executes per forward + backward, in units of B²·D.
+EXECUTED_FLOPS = {"jax_dense": 6, "jax_blockwise": 8, "jax_pallas": 8}
 
 
 def _timeit(step, repeats: int, sync) -> float:
@@ -37,11 +43,20 @@ def _timeit(step, repeats: int, sync) -> float:
         step()
         sync()
         times.append(time.perf_counter() - start)
+        if times[0] > 5.0:  # a big step: one timed run is precise enough
+            break
     return sorted(times)[len(times) // 2]
 
 
 def run_jax(
-    impl: str, batch: int, dim: int, dtype: str, block: int, repeats: int, compile_only: bool = False
+    impl: str,
+    batch: int,
+    dim: int,
+    dtype: str,
+    block: int,
+    repeats: int,
+    compile_only: bool = False,
+    interpret_ok: bool = False,
 ) -> dict:
     import jax
     import jax.numpy as jnp
@@ -49,10 +64,15 @@ def run_jax(
     sys.path.insert(0, ROOT)
     from contrastive_jax import l2_normalize, losses, tiled
 
-    if impl == "jax_fused" and not tiled.fused_available(
+    options = {"jax_dense": {}, "jax_blockwise": {"block_size": block}, "jax_pallas": {"impl": "pallas"}}[
+        impl
+    ]
+    if impl == "jax_pallas" and not tiled.pallas_available(
         jnp.zeros((1, dim), dtype), jnp.zeros((1, dim), dtype)
     ):
-        return {"status": "skipped (no GPU Triton backend)"}
+        if not interpret_ok:
+            return {"status": "skipped (no GPU Triton backend)"}
+        options = {"impl": "pallas_interpret"}
     if compile_only:
         x = y = jax.ShapeDtypeStruct((batch, dim), jnp.dtype(dtype))
         scale = jax.ShapeDtypeStruct((), jnp.float32)
@@ -61,16 +81,7 @@ def run_jax(
         x = l2_normalize(jax.random.normal(keys[0], (batch, dim))).astype(dtype)
         y = l2_normalize(jax.random.normal(keys[1], (batch, dim))).astype(dtype)
         scale = jnp.float32(14.0)
-    if impl == "jax_dense":
-        loss = lambda x, y, s: losses.clip_loss(x, y, s)
-    else:
-        force = "xla" if impl == "jax_tiled" else "fused"
-
-        def loss(x, y, s):
-            row, col = tiled.pairwise_lse(x, y, s, block_size=block, impl=force)
-            pos = s * jnp.sum(x.astype(jnp.float32) * y.astype(jnp.float32), axis=-1)
-            return 0.5 * (jnp.mean(row - pos) + jnp.mean(col - pos))
-
+    loss = lambda x, y, s: losses.clip_loss(x, y, s, **options)
     step_fn = jax.jit(jax.value_and_grad(loss, (0, 1, 2)))
     compiled = step_fn.lower(x, y, scale).compile()
     analysis = compiled.memory_analysis()
@@ -88,7 +99,13 @@ def run_jax(
     peak = stats.get("peak_bytes_in_use")
     if peak is None:  # CPU: the compiled program's own accounting
         peak = compiled_bytes
-    return {"seconds": seconds, "peak_bytes": peak, "device": str(jax.devices()[0].device_kind)}
+    status = "ok (Pallas interpret mode)" if options.get("impl") == "pallas_interpret" else "ok"
+    return {
+        "seconds": seconds,
+        "peak_bytes": peak,
+        "device": str(jax.devices()[0].device_kind),
+        "status": status,
+    }
 
 
 def run_torch(
@@ -154,7 +171,7 @@ def run_row(args) -> dict:
     try:
         if args.impl.startswith("jax"):
             result = run_jax(args.impl, args.batch[0], args.dim, args.dtype[0], args.block, args.repeats,
-                             args.compile_only)  # fmt: skip
+                             args.compile_only, args.smoke)  # fmt: skip
         else:
             result = run_torch(
                 args.impl, args.batch[0], args.dim, args.dtype[0], args.repeats, args.open_clip_loss_py
@@ -183,30 +200,40 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per row")
     parser.add_argument("--open-clip-loss-py", default=None)
-    parser.add_argument("--quick", action="store_true", help="B in {512, 1024}, D=64: a smoke run anywhere")
+    parser.add_argument(
+        "--smoke",
+        "--quick",
+        action="store_true",
+        help="B in {256, 512}, D=64: a smoke run anywhere (the Pallas row interpreted without a GPU)",
+    )
     parser.add_argument(
         "--compile-only",
         action="store_true",
         help="JAX rows: report the compiled program's memory (XLA's accounting), do not run",
     )
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
+    parser.add_argument("--md", default=None, help="write the markdown table here")
     parser.add_argument("--impl", help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
     if args.impl:
         print(json.dumps(run_row(args)))
         return
-    if args.quick:
-        args.batch, args.dim, args.block, args.repeats = [512, 1024], 64, 128, 3
+    if args.smoke:
+        args.batch, args.dim, args.block, args.repeats = [256, 512], 64, 128, 2
 
     rows = []
-    print("| impl | dtype | B | D | ms fwd+bwd | peak GB | TFLOP/s | status |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    table = [
+        "| impl | dtype | B | D | ms fwd+bwd | peak GB | TFLOP/s (6·B²·D) | TFLOP/s executed | status |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    print("\n".join(table), flush=True)
     for dtype in args.dtype:
         for batch in args.batch:
             for impl in args.impls:
                 command = [sys.executable, os.path.abspath(__file__), "--impl", impl, "--batch", str(batch),
                            "--dim", str(args.dim), "--dtype", dtype, "--block", str(args.block),
                            "--repeats", str(args.repeats)] + (["--compile-only"] if args.compile_only else [])  # fmt: skip
+                command += ["--smoke"] if args.smoke else []
                 if args.open_clip_loss_py:
                     command += ["--open-clip-loss-py", args.open_clip_loss_py]
                 try:
@@ -218,18 +245,22 @@ def main() -> None:
                 row = {"impl": impl, "dtype": dtype, "batch": batch, "dim": args.dim, **result}
                 if "seconds" in result:
                     row["tflops"] = 6 * batch**2 * args.dim / result["seconds"] / 1e12
+                    if impl in EXECUTED_FLOPS:
+                        executed = EXECUTED_FLOPS[impl] * batch**2 * args.dim
+                        row["executed_tflops"] = executed / result["seconds"] / 1e12
                 rows.append(row)
                 ms = f"{1e3 * row['seconds']:.1f}" if "seconds" in row else "-"
                 gb = f"{row['peak_bytes'] / 1e9:.2f}" if row.get("peak_bytes") else "-"
                 tf = f"{row['tflops']:.1f}" if "tflops" in row else "-"
-                print(
-                    f"| {impl} | {dtype} | {batch} | {args.dim} | {ms} | {gb} | {tf} | {row['status']} |",
-                    flush=True,
-                )
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(rows, f, indent=2)
+                executed = f"{row['executed_tflops']:.1f}" if "executed_tflops" in row else "-"
+                line = f"| {impl} | {dtype} | {batch} | {args.dim} | {ms} | {gb} | {tf} | {executed} | {row['status']} |"
+                table.append(line)
+                print(line, flush=True)
+    for path, text in ((args.out, json.dumps(rows, indent=2)), (args.md, "\n".join(table) + "\n")):
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
 
 
 if __name__ == "__main__":

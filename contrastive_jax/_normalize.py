@@ -40,10 +40,13 @@ def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
 def logit_scale_from_param(param: jax.Array, max_scale: float = 100.0) -> jax.Array:
     """`min(exp(param), max_scale)`: CLIP's learnable temperature as a multiplicative scale.
 
-    CLIP stores `param = log(1/τ)` (initialised to `log(1/0.07)`) and clamps the scale at 100;
-    open_clip clamps the parameter after each optimiser step, here the clamp is applied
-    where the scale is used, which gives the same forward value. The gradient is zero while
-    the scale sits at the clamp, as with open_clip's clamp.
+    CLIP stores `param = log(1/τ)` (initialised to `log(1/0.07)`) and caps the scale at 100.
+    This helper caps the *value*: above `ln max_scale` the scale is `max_scale` and the
+    gradient with respect to `param` is exactly 0, so a parameter that has crossed the cap
+    stays there unless something else moves it. open_clip instead clamps the *parameter*
+    after each optimiser step and uses `exp(param)` unclamped, so the gradient is never cut
+    off; the trainer here does the same (`contrastive_jax.train.clamp_logit_scale`, the last
+    link of its optax chain). Use this helper for a fixed or externally projected parameter.
 
     Args:
       param: float scalar, the log of the scale.

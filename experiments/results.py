@@ -94,23 +94,13 @@ def make_config(module: str, dataset: str, overrides: dict, seed: int, steps: in
     return config
 
 
-def rare_pair_accuracy(workdir: str, config) -> dict[str, float]:
+def rare_pair_accuracy(workdir: str) -> dict[str, float]:
     """Zero-shot colour/shape accuracy on test images whose (colour, shape) pair is rare in training."""
-    from flax import nnx
-
-    from contrastive_jax import data, evaluate, train
+    from contrastive_jax import evaluate, train
     from contrastive_jax.data import _shapes
 
-    source = data.load_source(config.data.name, "train", config=config.data.builder_config)
-    tokenizer = train.make_tokenizer(config.data)
-    with config.unlocked():  # as train() does: the text tower's vocabulary is the tokenizer's
-        config.model.text.vocab_size = tokenizer.vocab_size
-    _, graphdef, rest, _, state = train.init_state(config, len(source))
-    restored = train.Checkpointer(os.path.join(workdir, "checkpoints")).restore_latest(state)
-    if restored is None:
-        raise RuntimeError(f"no intact checkpoint in {workdir}; delete the run directory to retrain it")
-    _, state, _ = restored
-    model = evaluate._run.Encoders(nnx.merge(graphdef, state["params"], rest))
+    config, model, _, tokenizer = train.load_run(workdir)
+    model = evaluate._run.Encoders(model)
     emb = evaluate.embed_split(model, config, tokenizer, "test")
     weights = _shapes.combination_weights(long_tail=config.data.builder_config == "long_tail")
     pair = emb["color"] * len(_shapes.SHAPES) + emb["shape"]
@@ -146,7 +136,7 @@ def run(seeds, steps, smoke: bool, out_dir: str, measured_only: bool = False) ->
                 metrics = train(config, workdir)
                 metrics.pop("plots", None)
             if comparison == "long_tail":
-                metrics.update(rare_pair_accuracy(workdir, config))
+                metrics.update(rare_pair_accuracy(workdir))
             rows.append({"comparison": comparison, "name": name, "seed": seed, "steps": config.total_steps,
                          "batch_size": config.batch_size, "seconds": time.time() - started, **metrics})  # fmt: skip
             print(f"[results] {comparison:12s} {name:28s} seed {seed}: "

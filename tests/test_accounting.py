@@ -1,7 +1,7 @@
 """The HLO collective counter and the analytic accounting of the exchanges agree, exactly.
 
-`parallel.collective_bytes` reads what XLA compiled; `_accounting.exchange_bytes` predicts it
-from the algorithm. Each would have to be wrong in the same way for these to pass: a missed
+`collective_bytes` reads what XLA compiled; `exchange_bytes` predicts it from the algorithm (both
+in benchmarks/hlo_accounting.py, measurement tooling outside the library). Each would have to be wrong in the same way for these to pass: a missed
 collective, a wrong ring cost, a loop not multiplied by its trip count, or a change to
 `_reduce.py` / `_ring.py` that changes the traffic without updating the accounting.
 """
@@ -15,8 +15,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import contrastive_jax as cj
+from benchmarks import hlo_accounting
+from benchmarks.hlo_accounting import collective_bytes, exchange_bytes
 from contrastive_jax import losses, parallel
-from contrastive_jax.parallel import _accounting
 
 DEVICES, BATCH, DIM = 4, 8, 16  # local batch 8 per device, as in the benchmark's layout
 
@@ -37,8 +38,8 @@ def compiled_clip_step(exchange, block_size):
 @pytest.mark.parametrize("block_size", [None, 4])
 @pytest.mark.parametrize("exchange", ["all_gather", "ring"])
 def test_hlo_count_equals_analytic_clip(exchange, block_size):
-    counted = parallel.collective_bytes(compiled_clip_step(exchange, block_size).as_text())
-    predicted = _accounting.exchange_bytes("clip", exchange, local_batch=BATCH, dim=DIM, num_devices=DEVICES)
+    counted = collective_bytes(compiled_clip_step(exchange, block_size).as_text())
+    predicted = exchange_bytes("clip", exchange, local_batch=BATCH, dim=DIM, num_devices=DEVICES)
     assert counted["unknown_trip_counts"] == []
     np.testing.assert_allclose(counted["total"], predicted["total"], rtol=1e-12)
     # The embedding traffic dominates and is what the two must agree on term by term.
@@ -57,12 +58,10 @@ def test_hlo_count_equals_analytic_clip(exchange, block_size):
 
 def test_ring_and_gather_ratio():
     """The ring sends about 3/2 of all_gather's embedding bytes at this size (1 + 2 blocks per hop)."""
-    gather = _accounting.exchange_bytes("clip", "all_gather", local_batch=4096, dim=512, num_devices=8)
-    ring = _accounting.exchange_bytes("clip", "ring", local_batch=4096, dim=512, num_devices=8)
+    gather = exchange_bytes("clip", "all_gather", local_batch=4096, dim=512, num_devices=8)
+    ring = exchange_bytes("clip", "ring", local_batch=4096, dim=512, num_devices=8)
     assert 1.4 < ring["total"] / gather["total"] < 1.6
-    grouped = _accounting.exchange_bytes(
-        "clip", "grouped", local_batch=4096, dim=512, num_devices=8, members=4
-    )
+    grouped = exchange_bytes("clip", "grouped", local_batch=4096, dim=512, num_devices=8, members=4)
     assert grouped["total"] < gather["total"]
 
 
@@ -118,7 +117,7 @@ ENTRY %main (x: f32[8,4], y: bf16[16,4]) -> f32[8,4] {
 
 
 def test_parser_on_async_ops_loops_and_group_formats():
-    out = parallel.collective_bytes(SYNTHETIC)
+    out = collective_bytes(SYNTHETIC)
     kinds = out["by_kind"]
     assert kinds["all-gather"] == pytest.approx(3 / 4 * 64 * 4 * 4)  # groups of 4, output f32[64,4]
     assert kinds["reduce-scatter"] == pytest.approx(7 * 8 * 4 * 4)  # iota groups of 8, counted once
@@ -129,11 +128,11 @@ def test_parser_on_async_ops_loops_and_group_formats():
 
 
 def test_docstring_example():
-    assert doctest.testmod(_accounting).failed == 0
+    assert doctest.testmod(hlo_accounting).failed == 0
 
 
 def test_group_size_reads_every_replica_group_syntax():
-    from contrastive_jax.parallel._accounting import _group_size
+    from benchmarks.hlo_accounting import _group_size
 
     assert _group_size("replica_groups={{0,1,2,3},{4,5,6,7}}, dimensions={0}", 8) == 4
     assert _group_size("replica_groups=[2,4]<=[8], dimensions={0}", 8) == 4
@@ -141,3 +140,43 @@ def test_group_size_reads_every_replica_group_syntax():
     assert _group_size("replica_groups=mesh['group'=2,'member'=4] {'group'}, dimensions={0}", 8) == 2
     assert _group_size("replica_groups=mesh['a'=2,'b'=4] {'a','b'}, dimensions={0}", 8) == 8
     assert _group_size("replica_groups={}, dimensions={0}", 8) == 8
+    assert _group_size("replica_groups=[2,4]<=[4,2]T(1,0), dimensions={0}", 8) == 4
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        "dimensions={0}",  # no replica_groups at all
+        "replica_groups=<0..3>, dimensions={0}",  # a syntax it was never taught
+        "replica_groups=mesh['group'=2] {'member'}, dimensions={0}",  # an axis the mesh lacks
+    ],
+)
+def test_group_size_raises_on_what_it_cannot_read(attributes):
+    from benchmarks.hlo_accounting import _group_size
+
+    with pytest.raises(ValueError):
+        _group_size(attributes, 8)
+    hlo = SYNTHETIC.replace("replica_groups={{0,1,2,3},{4,5,6,7}}, dimensions={0}", attributes)
+    with pytest.raises(ValueError):  # and so does the counter: it never assumes all devices
+        collective_bytes(hlo)
+
+
+@pytest.mark.parametrize("exchange", ["all_gather", "ring"])
+def test_hlo_count_equals_analytic_isogclr(exchange):
+    mesh = parallel.data_mesh("data", devices=jax.devices()[:DEVICES])
+    step = jax.shard_map(
+        lambda x, y, i, st: losses.isogclr_loss(
+            x, y, i, st, axis_name="data", exchange=exchange, check_indices=False
+        ),
+        mesh=mesh,
+        in_specs=(P("data"), P("data"), P("data"), P()),
+        out_specs=(P(), P()),
+    )
+    emb = jax.ShapeDtypeStruct((DEVICES * BATCH, DIM), jnp.float32)
+    ids = jax.ShapeDtypeStruct((DEVICES * BATCH,), jnp.int32)
+    state = losses.isogclr_init(DEVICES * BATCH)
+    compiled = jax.jit(jax.value_and_grad(step, (0, 1), has_aux=True)).lower(emb, emb, ids, state).compile()
+    counted = collective_bytes(compiled.as_text())
+    predicted = exchange_bytes("isogclr", exchange, local_batch=BATCH, dim=DIM, num_devices=DEVICES)
+    assert counted["unknown_trip_counts"] == []
+    np.testing.assert_allclose(counted["total"], predicted["total"], rtol=1e-12)

@@ -1,5 +1,7 @@
-"""Checkpoints: exact round trip, damaged latest checkpoint skipped with a warning, SIGTERM flag."""
+"""Checkpoints: exact round trip, damaged ones set aside (never deleted), another config's
+checkpoints refused without touching them, stop signals."""
 
+import hashlib
 import logging
 import os
 import pathlib
@@ -12,11 +14,11 @@ import optax
 import pytest
 
 from contrastive_jax import losses
-from contrastive_jax.train import Checkpointer, StopSignal
+from contrastive_jax.train import Checkpointer, CheckpointError, StopSignal
 
 
-def make_state(value: float):
-    params = {"w": jnp.full((3, 4), value), "b": jnp.arange(4.0) * value}
+def make_state(value: float, width: int = 4):
+    params = {"w": jnp.full((3, width), value), "b": jnp.arange(float(width)) * value}
     return {
         "params": params,
         "opt_state": optax.adam(1e-3).init(params),
@@ -24,6 +26,22 @@ def make_state(value: float):
         "step": jnp.int32(0),
         "rng": jax.random.key_data(jax.random.key(1)),
     }
+
+
+def tree_digest(path: pathlib.Path) -> dict[str, str]:
+    """Every file under `path` with a hash of its bytes: 'unchanged' means this dict is equal."""
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+def save_steps(directory, steps, **kwargs):
+    ckpt = Checkpointer(str(directory), max_to_keep=5)
+    for step in steps:
+        ckpt.save(step, make_state(float(step), **kwargs), {"data": {"position": step}}, force=True)
+    ckpt.close()
 
 
 def test_round_trip_keeps_types_and_values(tmp_path):
@@ -41,6 +59,18 @@ def test_round_trip_keeps_types_and_values(tmp_path):
     ckpt.close()
 
 
+def test_nan_values_are_saved_and_restored_not_called_damage(tmp_path):
+    """A diverged run's state is still its state: NaNs round-trip (the old fingerprint refused them)."""
+    state = make_state(1.0)
+    state["params"]["w"] = state["params"]["w"].at[0, 0].set(jnp.nan)
+    ckpt = Checkpointer(str(tmp_path))
+    ckpt.save(3, state, {"data": {}}, force=True)
+    ckpt.close()
+    step, restored, _ = Checkpointer(str(tmp_path)).restore_latest(make_state(0.0))
+    assert step == 3 and np.isnan(restored["params"]["w"][0, 0])
+    np.testing.assert_array_equal(restored["params"]["w"][1:], 1.0)
+
+
 def _damage(step_dir: pathlib.Path) -> None:
     """Overwrite the bytes of every stored array chunk of a finished checkpoint."""
     chunks = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
@@ -52,54 +82,99 @@ def _damage(step_dir: pathlib.Path) -> None:
         chunk.write_bytes(bytes(data))
 
 
-def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
-    ckpt = Checkpointer(str(tmp_path), max_to_keep=5)
-    ckpt.save(1, make_state(1.0), {"data": {"position": 1}}, force=True)
-    ckpt.save(2, make_state(2.0), {"data": {"position": 2}}, force=True)
-    ckpt.wait()
+def test_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_restored(tmp_path, caplog):
+    save_steps(tmp_path, (1, 2))
     _damage(tmp_path / "2")
+    damaged_bytes = tree_digest(tmp_path / "2")
     with caplog.at_level(logging.WARNING):
-        step, restored, meta = Checkpointer(str(tmp_path)).restore_latest(make_state(0.0))
+        step, restored, meta = Checkpointer(str(tmp_path)).restore_latest(
+            make_state(0.0), set_aside_damaged=True
+        )
     assert step == 1 and meta["data"]["position"] == 1
     np.testing.assert_array_equal(restored["params"]["w"], 1.0)
+    assert any(
+        "damaged checkpoint at step 2" in r.message and "2.damaged" in r.message for r in caplog.records
+    )
+    # Moved out of Orbax's step namespace, bytes kept; step 2 can now be saved again.
+    assert not (tmp_path / "2").exists() and tree_digest(tmp_path / "2.damaged") == damaged_bytes
+    ckpt = Checkpointer(str(tmp_path))
+    assert ckpt.steps() == [1]
+    ckpt.save(2, make_state(5.0), {"data": {"position": 2}}, force=True)
+    ckpt.close()
+    step, restored, _ = Checkpointer(str(tmp_path)).restore_latest(make_state(0.0))
+    assert step == 2 and float(restored["params"]["w"][0, 0]) == 5.0
+
+
+def test_evaluation_skips_a_damaged_checkpoint_without_moving_it(tmp_path, caplog):
+    save_steps(tmp_path, (1, 2))
+    _damage(tmp_path / "2")
+    before = tree_digest(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        step, _, _ = Checkpointer(str(tmp_path)).restore_latest(make_state(0.0))
+    assert step == 1 and tree_digest(tmp_path) == before
     assert any("Skipping damaged checkpoint at step 2" in r.message for r in caplog.records)
 
 
 def test_incomplete_checkpoints_are_skipped(tmp_path):
-    ckpt = Checkpointer(str(tmp_path), max_to_keep=5)
-    ckpt.save(1, make_state(1.0), {"data": {}}, force=True)
-    ckpt.save(2, make_state(2.0), {"data": {}}, force=True)
-    ckpt.save(3, make_state(3.0), {"data": {}}, force=True)
-    ckpt.close()
+    save_steps(tmp_path, (1, 2, 3))
     # A write that never committed keeps Orbax's temporary name; a copy that lost files.
     (tmp_path / "3").rename(tmp_path / "3.orbax-checkpoint-tmp-1234")
     for chunk in (tmp_path / "2" / "state").rglob("manifest.ocdbt"):
         chunk.unlink()
-    step, restored, _ = Checkpointer(str(tmp_path)).restore_latest(make_state(0.0))
+    step, restored, _ = Checkpointer(str(tmp_path)).restore_latest(make_state(0.0), set_aside_damaged=True)
     assert step == 1
     np.testing.assert_array_equal(restored["params"]["b"], np.arange(4.0))
+    assert (tmp_path / "2.damaged").is_dir() and (tmp_path / "3.orbax-checkpoint-tmp-1234").is_dir()
 
 
 def test_no_checkpoint_returns_none(tmp_path):
     assert Checkpointer(str(tmp_path)).restore_latest(make_state(0.0)) is None
 
 
-def test_stop_signal_sets_flag():
+def test_when_no_checkpoint_restores_it_is_an_error_and_nothing_moves(tmp_path):
+    save_steps(tmp_path, (1, 2))
+    _damage(tmp_path / "1")
+    _damage(tmp_path / "2")
+    before = tree_digest(tmp_path)
+    with pytest.raises(CheckpointError, match="none of the 2 checkpoints .* can be restored"):
+        Checkpointer(str(tmp_path)).restore_latest(make_state(0.0), set_aside_damaged=True)
+    assert tree_digest(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        (make_state(0.0, width=5), r"params/w: checkpoint float32\[3, 4\], config float32\[3, 5\]"),
+        (
+            {**make_state(0.0), "extra": jnp.zeros(2)},
+            "extra is in this config's state but not in the checkpoint",
+        ),
+        (
+            {k: v for k, v in make_state(0.0).items() if k != "rng"},
+            "rng is in the checkpoint but not in this config's state",
+        ),
+    ],
+    ids=["shape", "added-leaf", "removed-leaf"],
+)
+def test_another_configs_checkpoint_is_an_error_not_damage(tmp_path, target, expected):
+    save_steps(tmp_path, (1, 2))
+    _damage(tmp_path / "2")  # even with a damaged newer one: nothing is set aside before the error
+    before = tree_digest(tmp_path)
+    with pytest.raises(CheckpointError, match=expected) as info:
+        Checkpointer(str(tmp_path)).restore_latest(
+            target, set_aside_damaged=True, describe_change=lambda: "model.width: 4 -> 5."
+        )
+    assert "model.width: 4 -> 5." in str(info.value) and "new --workdir" in str(info.value)
+    assert tree_digest(tmp_path) == before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_turns_signals_into_a_request(sig):
     stop = StopSignal()
     try:
-        assert not stop.requested
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.requested
+        assert not stop.requested and not stop.should_stop(1)
+        os.kill(os.getpid(), sig)
+        assert stop.requested and stop.should_stop(2)
     finally:
         stop.restore_handlers()
-    assert signal.getsignal(signal.SIGTERM) is not stop._handle
-
-
-@pytest.mark.parametrize("bad", [{"params": {"w": jnp.zeros((2, 2))}}])
-def test_structure_mismatch_is_reported_as_damaged(tmp_path, bad, caplog):
-    ckpt = Checkpointer(str(tmp_path))
-    ckpt.save(1, make_state(1.0), {"data": {}}, force=True)
-    ckpt.wait()
-    with caplog.at_level(logging.WARNING):
-        assert Checkpointer(str(tmp_path)).restore_latest(bad) is None
-    assert any("Skipping" in r.message for r in caplog.records)
+    assert signal.getsignal(sig) is not stop._handle

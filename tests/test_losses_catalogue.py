@@ -263,3 +263,39 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="ring"):
         jax.shard_map(lambda a, b: losses.nt_xent_loss(a, b, axis_name="data", exchange="ring"), mesh=mesh,
                       in_specs=(P("data"), P("data")), out_specs=P())(A, B)  # fmt: skip
+
+
+DECOUPLED = {
+    "dcl_loss": lambda a, b, **kw: losses.dcl_loss(a, b, **kw),
+    "dclw_loss": lambda a, b, **kw: losses.dclw_loss(a, b, **kw),
+    "dhel_loss": lambda a, b, **kw: losses.dhel_loss(a, b, **kw),
+    "mv_dhel_loss": lambda a, b, **kw: losses.mv_dhel_loss(jnp.stack([a, b, b]), **kw),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECOUPLED))
+def test_decoupled_losses_reject_a_batch_without_negatives(name):
+    fn = DECOUPLED[name]
+    with pytest.raises(ValueError, match=f"{name} needs at least 2 samples"):
+        jax.jit(fn)(A[:1], B[:1])
+    # Across devices the global batch counts: one row on each of 2 devices is a batch of 2 ...
+    two = parallel.data_mesh("data", devices=jax.devices()[:2])
+    shard = lambda mesh, axes: jax.shard_map(
+        functools.partial(fn, axis_name=axes, exchange="grouped" if len(axes) == 2 else "all_gather"),
+        mesh=mesh, in_specs=(P(axes), P(axes)), out_specs=P())  # fmt: skip
+    np.testing.assert_allclose(shard(two, ("data",))(A[:2], B[:2]), fn(A[:2], B[:2]), rtol=1e-5)
+    # ... but 2 groups of one member each (grouped exchange) are two batches of one.
+    groups = parallel.data_mesh(("group", "member"), shape=(2, 1), devices=jax.devices()[:2])
+    with pytest.raises(ValueError, match="across 1 devices"):
+        shard(groups, ("group", "member"))(A[:2], B[:2])
+
+
+def test_dclw_weight_has_the_papers_factor_n():
+    # The paper divides by the batch mean of exp(s_i/σ): w = 2 − N·softmax. Early releases of the
+    # PyTorch reference code left out N (w = 2 − softmax ≈ 2): a different loss.
+    a, b = unit(0, 8, 5), unit(1, 8, 5)
+    with_n = ref.dclw_weights(a, b, 0.5)
+    without_n = [2 - (2 - w) / 8 for w in with_n]  # 2 − softmax_i
+    np.testing.assert_allclose(ref.dcl(a, b, 0.2, with_n), 5.3368, atol=1e-4)
+    np.testing.assert_allclose(ref.dcl(a, b, 0.2, without_n), 3.6515, atol=1e-4)
+    np.testing.assert_allclose(losses.dclw_loss(a, b, temperature=0.2, sigma=0.5), 5.3368, atol=1e-4)

@@ -81,11 +81,42 @@ def test_clip_symmetric_and_permutation_invariant():
     np.testing.assert_allclose(losses.clip_loss(x[perm], y[perm], 6.0), loss, rtol=1e-6)
 
 
-def test_clip_bf16_close_to_f32_and_f32_output():
-    x, y = embeddings(6, batch=16, dim=32)
-    loss16 = losses.clip_loss(x.astype(jnp.bfloat16), y.astype(jnp.bfloat16), 20.0)
+# bf16 operands: the float64 reference sees the same bf16-rounded inputs, so what remains is the
+# loss's own arithmetic. With logits and LSEs in float32 (DESIGN) that is ~1e-6 relative; an LSE
+# computed in bf16 is off by ~1e-3 and fails (see the closing note of issue 13 for the check).
+BF16_RTOL = 1e-5
+
+
+def bf16_embeddings(seed, batch=16, dim=32):
+    x, y = embeddings(seed, batch=batch, dim=dim, dtype=jnp.bfloat16)
+    return x, y, np.asarray(x, np.float64), np.asarray(y, np.float64)
+
+
+@pytest.mark.parametrize("block_size", [None, 4])
+def test_clip_bf16_operands_match_float64_reference_on_rounded_inputs(block_size):
+    x16, y16, x64, y64 = bf16_embeddings(6)
+    loss16 = losses.clip_loss(x16, y16, 20.0, block_size=block_size)
     assert loss16.dtype == jnp.float32
-    np.testing.assert_allclose(loss16, losses.clip_loss(x, y, 20.0), rtol=2e-2)
+    np.testing.assert_allclose(loss16, ref.clip_loss(x64, y64, 20.0), rtol=BF16_RTOL)
+
+
+@pytest.mark.parametrize("block_size", [None, 4])
+def test_siglip_bf16_operands_match_float64_reference_on_rounded_inputs(block_size):
+    x16, y16, x64, y64 = bf16_embeddings(16)
+    loss16 = losses.siglip_loss(x16, y16, 10.0, -10.0, block_size=block_size)
+    assert loss16.dtype == jnp.float32
+    np.testing.assert_allclose(loss16, ref.siglip_loss(x64, y64, 10.0, -10.0), rtol=BF16_RTOL)
+
+
+def test_coca_bf16_operands_match_float64_reference_on_rounded_inputs():
+    x16, y16, x64, y64 = bf16_embeddings(24, batch=3)
+    logits, labels = caption_batch(24)
+    logits16 = logits.astype(jnp.bfloat16)
+    _, parts = losses.coca_loss(x16, y16, 5.0, logits16, labels)
+    np.testing.assert_allclose(parts["contrastive"], ref.clip_loss(x64, y64, 5.0), rtol=BF16_RTOL)
+    np.testing.assert_allclose(
+        parts["caption"], ref.caption_loss(np.asarray(logits16, np.float64), labels), rtol=BF16_RTOL
+    )
 
 
 def test_clip_finite_in_degenerate_cases():

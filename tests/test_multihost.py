@@ -20,6 +20,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_all(procs, timeout=300) -> list[str]:
+    """Each process's output once all have exited 0 (the test fails with their logs otherwise)."""
+    logs = []
+    for proc in procs:
+        try:
+            logs.append(proc.communicate(timeout=timeout)[0])
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail("multi-process run timed out")
+    assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
+    return logs
+
+
 @pytest.mark.slow
 def test_two_processes_match_single_process(tmp_path):
     port, out = str(free_port()), tmp_path / "result.json"
@@ -36,15 +50,7 @@ def test_two_processes_match_single_process(tmp_path):
         )
         for i in range(2)
     ]
-    logs = []
-    for proc in procs:
-        try:
-            logs.append(proc.communicate(timeout=180)[0])
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            pytest.fail("multi-process run timed out")
-    assert all(p.returncode == 0 for p in procs), "\n".join(logs)[-4000:]
+    wait_all(procs)
     results = json.loads(out.read_text())
     images, texts, params = global_batch()
     ref_loss, ref_params = train_step(params, images, texts)

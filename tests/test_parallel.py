@@ -14,8 +14,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import contrastive_jax as cj
+from benchmarks.hlo_accounting import _group_size
 from contrastive_jax import losses, parallel
-from contrastive_jax.parallel import _accounting
 
 BATCH, DIM = 16, 8
 RTOL = 1e-5
@@ -50,12 +50,12 @@ CASES = {
 }
 
 
-def run_case(name, mesh, axis_name, exchange, block_size=None):
+def run_case(name, mesh, axis_name, exchange, block_size=None, **options):
     fn, scalars, extra_names = CASES[name]
     x, y, logits, labels = data()
     extras = {"logits": logits, "labels": labels}
     extra = tuple(extras[k] for k in extra_names)
-    kwargs = {} if name == "coca" and block_size is None else {"block_size": block_size}
+    kwargs = {} if name == "coca" and block_size is None else {"block_size": block_size, **options}
     single = lambda x, y, *s: fn(x, y, *s[: len(scalars)], *s[len(scalars) :], **kwargs)
     sharded = jax.shard_map(
         lambda x, y, *s: fn(x, y, *s, axis_name=axis_name, exchange=exchange, **kwargs),
@@ -91,6 +91,58 @@ def test_tuple_axis_name_over_a_2d_mesh():
     mesh = parallel.data_mesh(("replica", "data"), shape=(2, 4))
     run_case("clip", mesh, ("replica", "data"), "all_gather")
     run_case("siglip", mesh, ("replica", "data"), "ring")
+
+
+@pytest.mark.parametrize("exchange", ["all_gather", "ring"])
+@pytest.mark.parametrize("name", ["clip", "siglip"])
+def test_pallas_kernel_inside_exchange(name, exchange):
+    # The ring reduces each visiting block through the same dispatcher as the single-device path.
+    # Pallas's interpret mode does not support check_vma=True, so this compares per-device
+    # values and gradients with the blockwise path (itself checked against one device above).
+    fn, scalars, _ = CASES[name]
+    mesh = parallel.data_mesh("data", devices=jax.devices()[:4])
+    x, y, _, _ = data()
+
+    def per_device(impl):
+        loss = lambda x, y: fn(x, y, *scalars, axis_name="data", exchange=exchange, block_size=3, impl=impl)
+        return jax.shard_map(
+            jax.value_and_grad(loss, (0, 1)),
+            mesh=mesh,
+            in_specs=(P("data"), P("data")),
+            out_specs=(P(), (P("data"), P("data"))),
+            check_vma=False,
+        )
+
+    got = jax.jit(per_device("pallas_interpret"))(x, y)
+    expected = jax.jit(per_device("blockwise"))(x, y)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=1e-6)
+
+
+@pytest.mark.parametrize("block_size", [None, 3])
+@pytest.mark.parametrize("exchange, shape", [("all_gather", (8,)), ("ring", (8,)), ("grouped", (2, 4))])
+def test_siglip_confident_positive_pairs_are_exact_across_devices(exchange, shape, block_size):
+    # x = y = I (8 pairs): L_ii = s + b = z, L_ij = b = −z. Over groups of size B (B = 8, or 4 for
+    # two groups): loss = B·softplus(−z), d/ds = −σ(−z), d/db = (B − 2)·σ(−z), exact in float64.
+    # Each device must find its positives' columns (gathered: device offset; ring: block owner).
+    axes = ("data",) if len(shape) == 1 else ("group", "member")
+    mesh = parallel.data_mesh(axes, shape=shape)
+    eye = jnp.eye(8)
+    loss = jax.shard_map(
+        lambda x, y, s, b: losses.siglip_loss(
+            x, y, s, b, axis_name=axes if len(axes) > 1 else axes[0], exchange=exchange, block_size=block_size
+        ),
+        mesh=mesh,
+        in_specs=(P(axes), P(axes), P(), P()),
+        out_specs=P(),
+    )
+    batch = 8 // (shape[0] if exchange == "grouped" else 1)
+    for z in (15.0, 30.0):
+        value, (d_scale, d_bias) = jax.jit(jax.value_and_grad(loss, (2, 3)))(eye, eye, 2 * z, -z)
+        sigma = 1.0 / (1.0 + np.exp(np.float64(z)))
+        np.testing.assert_allclose(value, batch * np.log1p(np.exp(-np.float64(z))), rtol=1e-5)
+        np.testing.assert_allclose(d_scale, -sigma, rtol=1e-5)
+        np.testing.assert_allclose(d_bias, (batch - 2) * sigma, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,16 +199,18 @@ def test_grouped_hlo_gathers_over_members_only():
     assert gathers
     for line in gathers:
         # explicit `{{0,1,2,3},{4,5,6,7}}`, iota `[2,4]<=[8]` or named `mesh[...] {'member'}` groups
-        assert _accounting._group_size(line, 8) == 4, line  # the 4 members, never all 8 devices
+        assert _group_size(line, 8) == 4, line  # the 4 members, never all 8 devices
 
 
 # ---------------------------------------------------------------------------------------------
 # iSogCLR across devices: replicated or sample-sharded state
 
 
-@pytest.mark.parametrize("exchange", ["all_gather", "ring", "grouped"])
+@pytest.mark.parametrize(
+    "exchange, devices", [(e, n) for e in ("all_gather", "ring") for n in (1, 2, 4, 8)] + [("grouped", 8)]
+)
 @pytest.mark.parametrize("sharded_state", [False, True])
-def test_isogclr_matches_single_device(exchange, sharded_state):
+def test_isogclr_matches_single_device(exchange, devices, sharded_state):
     num_samples = 32
     x, y, _, _ = data(3)
     ids = jax.random.permutation(jax.random.key(1), num_samples)[:BATCH]
@@ -166,7 +220,8 @@ def test_isogclr_matches_single_device(exchange, sharded_state):
         mesh, axes = parallel.data_mesh(("g", "m"), shape=(2, 4)), ("g", "m")
         groups = [slice(0, 8), slice(8, 16)]
     else:
-        mesh, axes, groups = parallel.data_mesh("data", devices=jax.devices()[:4]), "data", [slice(0, 16)]
+        mesh = parallel.data_mesh("data", devices=jax.devices()[:devices])
+        axes, groups = "data", [slice(0, 16)]
     state_spec = P(axes) if sharded_state else P()
 
     def single(x, y):  # the grouped reference runs each group on its own, state threaded through
@@ -272,3 +327,48 @@ def test_clear_errors():
             in_specs=(P("data"), P("data"), P()),
             out_specs=P(),
         )(x, y, jax.tree.map(lambda a: a[:7], state))
+
+
+# ---------------------------------------------------------------------------------------------
+# The public ring seams
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_ring_sum_equals_the_gathered_sum_values_and_gradients(dtype):
+    # term(ops, block, owner): a nonlinear function of the local rows, a scale and a visiting
+    # block, weighted by the block's owner so a wrong owner index would show.
+    def term(ops, block, owner):
+        rows, scale = ops
+        sim = jnp.tanh(scale * rows.astype(jnp.float32) @ block.astype(jnp.float32).T)
+        return jnp.sum(sim * (owner + 1.0), axis=1), jnp.sum(sim**2)
+
+    def gathered(rows, scale, block):  # the same sum, every block visible at once
+        blocks = jax.lax.all_gather(block, "data")
+        parts = [term((rows, scale), blocks[k], k) for k in range(blocks.shape[0])]
+        return jax.tree.map(lambda *p: sum(p), *parts)
+
+    def ringed(rows, scale, block):
+        scale = jax.lax.pcast(scale, ("data",), to="varying")
+        return parallel.ring_sum(term, (rows, scale), block, ("data",))
+
+    def step(fn, x, y):
+        sharded = jax.shard_map(
+            lambda r, s, b: (lambda out: jax.lax.psum(jnp.sum(out[0] ** 2) + out[1], "data"))(fn(r, s, b)),
+            mesh=mesh,
+            in_specs=(P("data"), P(), P("data")),
+            out_specs=P(),
+        )
+        return jax.jit(jax.value_and_grad(sharded, (0, 1, 2)))(x, jnp.float32(1.5), y)
+
+    mesh = parallel.data_mesh("data", devices=jax.devices()[:4])
+    x, y, _, _ = data(6)
+    x, y = x.astype(dtype), y.astype(dtype)
+    # Reference: the gathered sum in float32 on the same (rounded) inputs. In bf16 autodiff rounds
+    # each of the 4 blocks' gradient contributions to bf16 (2^-8 relative); the ring sums them in
+    # float32 and rounds once more, so each entry is within 5 roundings of the largest entry.
+    expected = step(gathered, x.astype(jnp.float32), y.astype(jnp.float32))
+    got = step(ringed, x, y)
+    assert [g.dtype for g in got[1]] == [dtype, jnp.float32, dtype]
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        atol = 1e-6 if dtype == jnp.float32 else 5 * 2.0**-8 * float(np.abs(b).max())
+        np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=1e-5, atol=atol)

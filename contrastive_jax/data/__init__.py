@@ -1,6 +1,7 @@
 """Data: TFDS builders for the embedded datasets, sources, tokenizers and the input pipeline.
 
 * `load_source("shapes_count" | "digits_captions" | any prepared TFDS name, split)` → records;
+  `check_source(name, config=...)` raises `ConfigError` for an unknown name or builder config;
 * `make_dataset(source, tokenizer=..., batch_size=..., ...)` → resumable batches (grain);
 * tokenizers: `word_tokenizer_for(name)`, `WordTokenizer`, `SentencePieceTokenizer`, `HFTokenizer`;
 * `zero_shot_prompts(name, question)` → prompts per class for zero-shot evaluation.
@@ -14,6 +15,7 @@ from contrastive_jax.data._pipeline import (
     PIXEL_STD,
     ImageTextFolder,
     KeyMappedSource,
+    check_source,
     default_data_dir,
     load_source,
     make_dataset,
@@ -40,6 +42,7 @@ __all__ = [
     "KeyMappedSource",
     "SentencePieceTokenizer",
     "WordTokenizer",
+    "check_source",
     "class_names",
     "default_data_dir",
     "load_source",

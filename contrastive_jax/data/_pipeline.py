@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import os
 
@@ -40,16 +41,71 @@ def load_source(
     from contrastive_jax.data._builders import EMBEDDED
 
     data_dir = data_dir or default_data_dir()
+    check_source(name, config=config, data_dir=data_dir)
     if name in EMBEDDED:
-        builder = EMBEDDED[name](data_dir=data_dir, config=config or "default", file_format="array_record")
         if split not in ("train", "test"):
-            raise ValueError(f"{name} has splits 'train' and 'test', not {split!r}")
+            raise _config_error(f"{name} has splits 'train' and 'test', not {split!r}; use 'train' or 'test'")
+        builder = EMBEDDED[name](data_dir=data_dir, config=config or "default", file_format="array_record")
         if not os.path.isdir(builder.data_dir) or not builder.info.splits:
             tfds.display_progress_bar(False)
             builder.download_and_prepare()
         return builder.as_data_source(split=split)
-    source = tfds.data_source(f"{name}/{config}" if config else name, split=split, data_dir=data_dir)
+    try:
+        source = tfds.data_source(f"{name}/{config}" if config else name, split=split, data_dir=data_dir)
+    except ValueError as err:  # tfds lists every registered name or config: keep the first line
+        raise _config_error(
+            f"cannot load dataset {name!r} (config {config!r}): {str(err).splitlines()[0]}"
+        ) from err
     return KeyMappedSource(source, image_key, caption_key)
+
+
+def _config_error(message: str):
+    from contrastive_jax.train import ConfigError  # the one error type the entry points report
+
+    return ConfigError(message)
+
+
+def _prepared_datasets(data_dir: str) -> list[str]:
+    """Names of the datasets prepared in a local `data_dir` (TFDS layout: name/config/version)."""
+    if not os.path.isdir(data_dir):
+        return []
+    return sorted(
+        n for n in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, n)) and not n.startswith(".")
+    )
+
+
+def check_source(name: str, *, config: str | None = None, data_dir: str | None = None) -> None:
+    """Raises `ConfigError` (listing the known names) for an unknown dataset or builder config.
+
+    Known datasets: the embedded ones, those registered with TFDS and those already prepared in
+    `data_dir`. Builder configs are checked for the embedded datasets (others when loading).
+    """
+    import tensorflow_datasets as tfds
+
+    from contrastive_jax.data._builders import EMBEDDED
+    from contrastive_jax.train import did_you_mean
+
+    if name in EMBEDDED:
+        configs = [c.name for c in EMBEDDED[name].BUILDER_CONFIGS]
+        if (config or "default") not in configs:
+            raise _config_error(
+                f"unknown builder config {config!r} for dataset {name!r} (config.data.builder_config); "
+                f"{did_you_mean(config, configs)}"
+            )
+        return
+    data_dir = data_dir or default_data_dir()
+    if "://" in data_dir:  # remote storage: leave the lookup to TFDS
+        return
+    prepared, registered = _prepared_datasets(data_dir), tfds.list_builders(with_community_datasets=False)
+    if name in prepared or name in registered:
+        return
+    known = sorted(EMBEDDED) + prepared
+    close = difflib.get_close_matches(name, known + registered, n=3, cutoff=0.6)
+    fix = f"did you mean {' or '.join(map(repr, close))}?" if close else f"use one of {', '.join(known)}"
+    raise _config_error(
+        f"unknown dataset {name!r} (config.data.name): not embedded, not a TFDS dataset and not prepared "
+        f"in {data_dir}; {fix}"
+    )
 
 
 class KeyMappedSource:

@@ -23,6 +23,7 @@ def clip_loss(
     axis_name=None,
     exchange: str = "all_gather",
     block_size: int | None = None,
+    impl: str = "auto",
     label_smoothing: float = 0.0,
 ) -> Array:
     """Symmetric InfoNCE (CLIP): cross-entropy of matching images to texts and texts to images.
@@ -46,6 +47,9 @@ def clip_loss(
         `contrastive_jax.parallel`).
       block_size: rows per block for the memory-efficient path (O(B·block) memory instead of
         O(B²)); `None` materialises the logits.
+      impl: how the logit matrix is reduced: "auto" (dense without `block_size`, the blockwise
+        XLA loop with it, on every backend), "dense", "blockwise", or "pallas" (the fused Triton
+        kernel, CUDA GPUs only; ValueError elsewhere). See `tiled.pairwise_lse`.
       label_smoothing: ε in [0, 1).
 
     Returns:
@@ -66,7 +70,9 @@ def clip_loss(
     _checks.in_unit_interval("label_smoothing", label_smoothing, closed_high=False)
     plan = parallel.plan_negatives(axis_name, exchange)
 
-    row_lse, col_lse = parallel.softmax_lse(image_emb, text_emb, logit_scale, plan, block_size=block_size)
+    row_lse, col_lse = parallel.softmax_lse(
+        image_emb, text_emb, logit_scale, plan, block_size=block_size, impl=impl
+    )
     positives = positive_logits(image_emb, text_emb, logit_scale)
     image_to_text = row_lse - positives
     text_to_image = col_lse - positives

@@ -23,6 +23,20 @@ def plan_for(axis_name, exchange: str, loss_name: str):
     return plan
 
 
+def require_negatives(loss_name: str, local_batch: int, plan) -> None:
+    """Raises (at trace time) when the batch across the plan's devices has a single sample.
+
+    Losses whose negatives are the *other* samples only (DCL, DHEL) have an empty sum, −∞, then.
+    """
+    total = local_batch * plan.num_devices()
+    if total < 2:
+        where = f" across {plan.num_devices()} devices" if plan.gather_axes else ""
+        raise ValueError(
+            f"{loss_name} needs at least 2 samples in the batch{where}: its negatives are the other "
+            f"samples, and a batch of {total} has none (the loss would be -inf)"
+        )
+
+
 def gather_all(plan, *arrays):
     """Each array gathered over the negative set, plus the offset of this device's rows in it."""
     gathered = [parallel.gather_negatives(a, plan)[0] for a in arrays]

@@ -40,12 +40,16 @@ def dcl_loss(
     Returns:
       A float32 scalar.
 
+    Raises:
+      ValueError: a batch of one sample (across devices): there are no negatives.
+
     References:
       Yeh et al., "Decoupled Contrastive Learning", ECCV 2022, Eq. 6.
     """
     z_a, z_b = _checks.embedding_pair(z_a, z_b, names=("z_a", "z_b"))
     _positive("temperature", temperature)
     plan = _common.plan_for(axis_name, exchange, "dcl_loss")
+    _common.require_negatives("dcl_loss", z_a.shape[0], plan)
     positive, negative_lse = _decoupled_terms(z_a, z_b, temperature, plan)
     return plan.mean(jnp.mean(negative_lse - positive))
 
@@ -63,14 +67,21 @@ def dclw_loss(
 
     As `dcl_loss`, but the positive logit of pair i is scaled by
     `w_i = 2 − N · softmax_i(⟨z_a_i, z_b_i⟩ / σ)` (softmax over the N pairs of the global batch,
-    so the weights average to 1): easy positives (high similarity) weigh less. The weight is
-    differentiated through, as in the widely used PyTorch implementation of the paper's
-    `weight_fn`.
+    so the weights average to 1, the paper's `2 − exp(s_i/σ) / E_j[exp(s_j/σ)]`): easy positives
+    (high similarity) weigh less. The weight is differentiated through, as in the widely used
+    PyTorch implementation (github.com/raminnakhli/Decoupled-Contrastive-Learning). That code's
+    first releases (before its commit f876c83, November 2021, and in copies made from them)
+    compute `2 − softmax_i(…)` without the factor N, weights near 2, which gives other values (at
+    B = 8, τ = 0.2, σ = 0.5 on random unit vectors: 5.3368 with N, 3.6515 without); its current
+    code and lightly's `DCLWLoss` have N, as here.
 
     Args:
       z_a, z_b: `f[N, D]` L2-normalised embeddings of two views.
       temperature: τ (0.1); sigma: σ of the weighting (0.5, the paper's value).
       axis_name, exchange: as in `clip_loss` ("all_gather" or "grouped").
+
+    Raises:
+      ValueError: a batch of one sample (across devices): there are no negatives.
 
     References:
       Yeh et al., "Decoupled Contrastive Learning", ECCV 2022, Eq. 7 (DCLW).
@@ -79,6 +90,7 @@ def dclw_loss(
     _positive("temperature", temperature)
     _positive("sigma", sigma)
     plan = _common.plan_for(axis_name, exchange, "dclw_loss")
+    _common.require_negatives("dclw_loss", z_a.shape[0], plan)
     pair_sim = jnp.sum(z_a.astype(jnp.float32) * z_b.astype(jnp.float32), axis=-1)
     (all_pair_sim,), offset = _common.gather_all(plan, pair_sim)
     n = all_pair_sim.shape[0]
@@ -102,6 +114,9 @@ def dhel_loss(
       temperature: τ (0.1, the authors' ImageNet-1k setting).
       axis_name, exchange: as in `clip_loss` ("all_gather" or "grouped").
 
+    Raises:
+      ValueError: a batch of one sample (across devices): there are no negatives.
+
     References:
       Koromilas et al., "Bridging Mini-Batch and Asymptotic Analysis in Contrastive Learning:
       From InfoNCE to Kernel-Based Losses", ICML 2024; github.com/pakoromilas/DHEL-KCL and the
@@ -110,6 +125,7 @@ def dhel_loss(
     z_a, z_b = _checks.embedding_pair(z_a, z_b, names=("z_a", "z_b"))
     _positive("temperature", temperature)
     plan = _common.plan_for(axis_name, exchange, "dhel_loss")
+    _common.require_negatives("dhel_loss", z_a.shape[0], plan)
     return plan.mean(jnp.mean(_dhel_terms(jnp.stack([z_a, z_b]), temperature, plan)))
 
 

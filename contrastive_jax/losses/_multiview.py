@@ -81,6 +81,9 @@ def mv_dhel_loss(
       temperature: τ (0.1).
       axis_name, exchange: as in `clip_loss` ("all_gather" or "grouped").
 
+    Raises:
+      ValueError: a batch of one sample (across devices): there are no negatives.
+
     References:
       Koromilas et al., "A Principled Framework for Multi-View Contrastive Learning", 2025;
       github.com/pakoromilas/Multi-View-CL (models/losses.py, `MVDHEL`).
@@ -88,4 +91,5 @@ def mv_dhel_loss(
     views = _check_views(views)
     _positive("temperature", temperature)
     plan = _common.plan_for(axis_name, exchange, "mv_dhel_loss")
+    _common.require_negatives("mv_dhel_loss", views.shape[1], plan)
     return plan.mean(jnp.mean(_dhel_terms(views, temperature, plan)))

@@ -14,7 +14,6 @@ import numpy as np
 from flax import struct
 
 from contrastive_jax import _checks, _vma, parallel
-from contrastive_jax.parallel import _ring
 from contrastive_jax.tiled._blockwise import similarity
 
 Array = jax.Array
@@ -97,7 +96,7 @@ def _shard_layout(state: ISogCLRState, plan) -> tuple[int, Array]:
     held = state.tau_image.shape[0]
     if held == state.num_samples:
         return held, jnp.zeros((), jnp.int32)
-    shards = parallel._plan.axis_size(plan.mean_axes)
+    shards = parallel.axis_size(plan.mean_axes)
     if held * shards != state.num_samples:
         raise ValueError(
             f"isogclr state holds {held} of {state.num_samples} samples on this device; it must be either "
@@ -115,7 +114,7 @@ def _lookup(state: ISogCLRState, indices: Array, plan) -> dict[str, Array]:
     if held == state.num_samples:
         return {k: v[indices] for k, v in fields.items()} | {"seen": state.seen[indices]}
     # Sharded: every device answers for the ids it holds, a psum assembles the answers.
-    all_ids, offset = parallel.gather_negatives(indices, parallel.Negatives("all", plan.mean_axes))
+    all_ids, offset = parallel.gather_negatives(indices, parallel.gather_over(plan.mean_axes))
     local = all_ids - first
     mine = (local >= 0) & (local < held)
     answers = {k: jnp.where(mine, v[jnp.clip(local, 0, held - 1)], 0.0) for k, v in fields.items()}
@@ -147,17 +146,25 @@ def _store(state: ISogCLRState, indices: Array, rows: dict[str, Array], plan) ->
     return state.replace(**updates)
 
 
-def _check_indices(indices, num_samples: int, batch: int) -> Array:
+def _concrete_values(x) -> np.ndarray | None:
+    """`x` as a NumPy array when its values are known at trace time, else None (traced)."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def _check_indices(indices, num_samples: int, batch: int) -> tuple[Array, bool]:
+    """`(indices as int32, whether they were checked now)`; traced ones are checked at run time."""
     indices = _checks.int_array("indices", indices, rank=1, rank_hint="[B]")
     if indices.shape[0] != batch:
         raise ValueError(f"indices has {indices.shape[0]} entries for a batch of {batch}")
-    if not isinstance(indices, jax.core.Tracer):
-        values = np.asarray(indices)
-        if values.size and (values.min() < 0 or values.max() >= num_samples):
-            raise ValueError(
-                f"indices must lie in [0, {num_samples}), got values in [{values.min()}, {values.max()}]"
-            )
-    return indices.astype(jnp.int32)
+    values = _concrete_values(indices)
+    if values is not None and values.size and (values.min() < 0 or values.max() >= num_samples):
+        raise ValueError(
+            f"indices must lie in [0, {num_samples}), got values in [{values.min()}, {values.max()}]"
+        )
+    return indices.astype(jnp.int32), values is not None
 
 
 def _raise_if_out_of_range(indices, num_samples):
@@ -171,14 +178,30 @@ def _raise_if_out_of_range(indices, num_samples):
 
 
 def _visit_blocks(step, carry, candidates, plan):
-    """Folds `step(carry, block, first_col)` over the negative set's candidate blocks."""
+    """Folds `step(carry, block, first_col)` over the negative set's candidate blocks (no gradient)."""
+    candidates = jax.lax.stop_gradient(candidates)
     if plan.exchange == "ring":
         rows = candidates.shape[0]
-        return _ring.ring_fold(
+        return parallel.ring_fold(
             lambda c, blk, owner: step(c, blk, owner * rows), carry, candidates, plan.gather_axes
         )
     all_candidates, _ = parallel.gather_negatives(candidates, plan)
     return step(carry, all_candidates, 0)
+
+
+def _sum_over_blocks(term, operands, candidates, plan):
+    """`Σ_blocks term(operands, block, first_col, first_row)` over the negative set, differentiable.
+
+    The ring sums with `parallel.ring_sum` (custom VJP: one visiting block's memory per device,
+    whatever the number of devices).
+    """
+    rows = candidates.shape[0]
+    if plan.exchange == "ring":
+        axes = plan.gather_axes
+        visit = lambda ops, blk, owner: term(ops, blk, owner * rows, jax.lax.axis_index(axes) * rows)
+        return parallel.ring_sum(visit, operands, candidates, axes)
+    all_candidates, _ = parallel.gather_negatives(candidates, plan)
+    return term(operands, all_candidates, 0, plan.device_index() * rows)
 
 
 def _scaled_gaps(anchors, block, first_col, positive_sim, tau, first_row):
@@ -191,15 +214,28 @@ def _scaled_gaps(anchors, block, first_col, positive_sim, tau, first_row):
     return gaps, z
 
 
+def _weighted_sums(operands, block, first_col, first_row):
+    """Pass 2 on one candidate block: `(Σ_j w_ij·h_ij, Σ_j w_ij·z_ij)`, `f32[b]` each.
+
+    Only `Σ w·h` has a gradient (through `h`): the weights are constants, as in the SPEC.
+    """
+    anchors, positive_sim, tau, b_new, u_new = operands
+    tau, b_new, u_new = jax.lax.stop_gradient((tau, b_new, u_new))
+    gaps, z = _scaled_gaps(anchors, block, first_col, positive_sim, tau, first_row)
+    w = jnp.exp(z - b_new[:, None]) / u_new[:, None]
+    return jnp.sum(w * gaps, axis=1), jnp.sum(jnp.where(w > 0, w * z, 0.0), axis=1)
+
+
 def _one_side(anchors, candidates, positive_sim, old, plan, hp):
     """Loss terms `f32[b]` and new state entries for one anchor modality (SPEC, iSogCLR)."""
     num_neg = max(anchors.shape[0] * plan.num_devices() - 1, 1)
     first_row = plan.device_index() * anchors.shape[0]
     tau = old["tau"]
+    fixed_anchors, fixed_positive_sim = jax.lax.stop_gradient((anchors, positive_sim))
 
     def stats_step(carry, block, first_col):  # pass 1: row max and Σ exp of z, online
         row_max, row_sum = carry
-        _, z = _scaled_gaps(anchors, jax.lax.stop_gradient(block), first_col, positive_sim, tau, first_row)
+        _, z = _scaled_gaps(fixed_anchors, block, first_col, fixed_positive_sim, tau, first_row)
         new_max = jnp.maximum(row_max, jnp.max(z, axis=1))
         shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
         row_sum = row_sum * jnp.exp(row_max - shift) + jnp.sum(jnp.exp(z - shift[:, None]), axis=1)
@@ -215,16 +251,9 @@ def _one_side(anchors, candidates, positive_sim, old, plan, hp):
     )
     u_new = jnp.maximum(u_new, _U_FLOOR)
 
-    def loss_step(carry, block, first_col):  # pass 2: Σ w·h (differentiable) and Σ w·z
-        weighted_gap, weighted_z = carry
-        gaps, z = _scaled_gaps(anchors, block, first_col, positive_sim, tau, first_row)
-        w = jnp.exp(z - b_new[:, None]) / u_new[:, None]
-        return weighted_gap + jnp.sum(w * gaps, axis=1), weighted_z + jnp.sum(
-            jnp.where(w > 0, w * z, 0.0), axis=1
-        )
-
-    zeros = (jnp.zeros_like(tau), jnp.zeros_like(tau))
-    weighted_gap, weighted_z = _visit_blocks(loss_step, _match(zeros, anchors), candidates, plan)
+    # pass 2: Σ w·h (differentiable) and Σ w·z
+    operands = _match((anchors, positive_sim, tau, b_new, u_new), anchors)
+    weighted_gap, weighted_z = _sum_over_blocks(_weighted_sums, operands, candidates, plan)
     new = {"u": u_new, "b": b_new, "tau": tau, "m": old["m"]}
     if hp["learn_temperature"]:
         grad_tau = jnp.log(u_new) + b_new + hp["rho"] - jax.lax.stop_gradient(weighted_z) / num_neg
@@ -285,7 +314,9 @@ def isogclr_loss(
       eta, beta: temperature step size η and momentum weight β.
       tau_grad_clip: clip of G_i (5.0 in the authors' code), `None` for none.
       learn_temperature: False gives SogCLR (τ fixed at its initial value).
-      axis_name, exchange: as in `clip_loss` ("all_gather", "ring" or "grouped").
+      axis_name, exchange: as in `clip_loss` ("all_gather", "ring" or "grouped"). The ring's
+        memory per device does not grow with the number of devices (its passes sum over the
+        visiting blocks with `parallel.ring_sum`'s custom VJP).
       check_indices: check traced `indices` against `num_samples` at run time (a host
         callback); concrete indices are always checked at trace time.
 
@@ -301,14 +332,14 @@ def isogclr_loss(
     image_emb, text_emb = _checks.embedding_pair(image_emb, text_emb)
     if not isinstance(state, ISogCLRState):
         raise TypeError(f"state must come from isogclr_init, got {type(state).__name__}")
-    indices = _check_indices(indices, state.num_samples, image_emb.shape[0])
+    indices, checked = _check_indices(indices, state.num_samples, image_emb.shape[0])
     _checks.in_unit_interval("gamma", gamma, closed_low=False)
     _checks.in_unit_interval("beta", beta, closed_low=False)
     _checks.nonnegative("eta", eta)
     if tau_grad_clip is not None:
         _checks.nonnegative("tau_grad_clip", tau_grad_clip)
     plan = parallel.plan_negatives(axis_name, exchange)
-    if check_indices and isinstance(indices, jax.core.Tracer):
+    if check_indices and not checked:
         jax.debug.callback(_raise_if_out_of_range, indices, state.num_samples)
 
     hp = dict(

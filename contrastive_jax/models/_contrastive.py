@@ -56,8 +56,11 @@ class CLIP(nnx.Module):
     """Image and text towers with a learnable temperature.
 
     `model(images, tokens)` → `{"image_emb", "text_emb"}` (`f32[B, E]`, unit norm) and
-    `"logit_scale"` = `min(exp(param), max_logit_scale)`, ready for `losses.clip_loss`. The
-    parameter starts at `log(1/0.07)` (Radford et al. 2021, §2.5).
+    `"logit_scale"` = `exp(param)`, ready for `losses.clip_loss`. The parameter starts at
+    `config.init_logit_scale` (`log(1/0.07)`, Radford et al. 2021, §2.5); as in open_clip the
+    forward pass does not clamp it: the trainer's optimizer projects the parameter onto
+    `[0, ln max_logit_scale]` after each step (`train.clamp_logit_scale`), so its gradient is
+    never cut off.
     """
 
     def __init__(self, config, *, rngs: nnx.Rngs):
@@ -74,7 +77,7 @@ class CLIP(nnx.Module):
         return _normalize.l2_normalize(self.text(tokens))
 
     def logit_scale(self) -> Array:
-        return _normalize.logit_scale_from_param(self.logit_scale_param.value, self.max_logit_scale)
+        return jnp.exp(self.logit_scale_param.value.astype(jnp.float32))
 
     def __call__(self, images: Array, tokens: Array) -> dict[str, Array]:
         if images.shape[0] != tokens.shape[0]:

@@ -5,28 +5,29 @@ below; users normally only pass `axis_name=` / `exchange=` to a loss. See the RE
 "Distributed negatives" section for when to choose which exchange.
 """
 
-from contrastive_jax.parallel._accounting import collective_bytes
 from contrastive_jax.parallel._accumulate import accumulate_value_and_grad
 from contrastive_jax.parallel._mesh import data_mesh, shard_batch
-from contrastive_jax.parallel._plan import EXCHANGES, Negatives, plan_negatives
+from contrastive_jax.parallel._plan import EXCHANGES, Negatives, axis_size, gather_over, plan_negatives
 from contrastive_jax.parallel._reduce import (
     gather_negatives,
     negatives_mean,
     softmax_lse,
     softplus_sum,
 )
-from contrastive_jax.parallel._ring import ring_fold
+from contrastive_jax.parallel._ring import ring_fold, ring_sum
 
 __all__ = [
     "accumulate_value_and_grad",
-    "collective_bytes",
+    "axis_size",
     "EXCHANGES",
     "Negatives",
     "data_mesh",
     "gather_negatives",
+    "gather_over",
     "negatives_mean",
     "plan_negatives",
     "ring_fold",
+    "ring_sum",
     "shard_batch",
     "softmax_lse",
     "softplus_sum",

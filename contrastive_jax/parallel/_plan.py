@@ -27,7 +27,7 @@ class Negatives:
     """A resolved exchange: where negatives come from and how the loss is averaged.
 
     Attributes:
-      exchange: "local" (no axis), "all_gather", "ring" or "grouped".
+      exchange: "local" (no axis) or one of `EXCHANGES`.
       gather_axes: mesh axes whose devices contribute negatives (empty for "local").
       mean_axes: mesh axes over which per-device losses are averaged into the global loss.
     """
@@ -58,7 +58,22 @@ class Negatives:
 
 
 def axis_size(axes: tuple[str, ...]) -> int:
+    """Number of devices along the mesh axes `axes` (1 for no axes); call inside shard_map/pmap."""
     return jax.lax.axis_size(axes) if axes else 1
+
+
+def gather_over(axes: tuple[str, ...]) -> Negatives:
+    """A plan that gathers from (and averages over) every device of `axes`, whatever a loss's plan.
+
+    For state or statistics that must be seen by every device of a plan's `mean_axes` (e.g. a
+    sample-sharded state looked up across a grouped exchange's groups):
+    `gather_negatives(x, gather_over(plan.mean_axes))`. No axes give a local plan.
+    """
+    axes = tuple(axes)
+    if not axes:
+        return Negatives("local")
+    _check_bound(axes)
+    return Negatives("all_gather", gather_axes=axes, mean_axes=axes)
 
 
 def _as_axes(axis_name) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from contrastive_jax import _vma
 from contrastive_jax.parallel import _ring
 from contrastive_jax.parallel._plan import Negatives
-from contrastive_jax.tiled import pairwise_lse, pairwise_softplus_sum
+from contrastive_jax.tiled import _dispatch, pairwise_lse, pairwise_softplus_sum
 
 
 def gather_negatives(x: jax.Array, plan: Negatives) -> tuple[jax.Array, jax.Array]:
@@ -51,7 +51,13 @@ def _lse_across(values: jax.Array, axes: tuple[str, ...]) -> jax.Array:
 
 
 def softmax_lse(
-    x: jax.Array, y: jax.Array, scale: jax.Array, plan: Negatives, *, block_size: int | None = None
+    x: jax.Array,
+    y: jax.Array,
+    scale: jax.Array,
+    plan: Negatives,
+    *,
+    block_size: int | None = None,
+    impl: str = "auto",
 ) -> tuple[jax.Array, jax.Array]:
     """LSEs of the local rows and columns of `L = scale · x yᵀ` over the whole negative set.
 
@@ -59,19 +65,21 @@ def softmax_lse(
     for local texts `j` against all images of the negative set. One matrix product per device:
     the local rows against the gathered columns give the row LSEs and *partial* column LSEs,
     which an all-reduce of N·b floats completes (half the flops and traffic of gathering both
-    modalities and scoring both directions).
+    modalities and scoring both directions). `block_size` and `impl` choose how the matrix is
+    reduced on each device (see `tiled.pairwise_lse`), for the ring on each visiting block.
 
     Returns:
       `(row_lse: f32[b], col_lse: f32[b])`.
     """
     if plan.is_local:
-        return pairwise_lse(x, y, scale, block_size=block_size)
+        return pairwise_lse(x, y, scale, block_size=block_size, impl=impl)
     scale = _vma.to_varying(scale, plan.gather_axes)
     if plan.exchange == "ring":
+        tiling = _dispatch.resolve(impl, block_size, "float32", x, y)
         x, y, scale = _vma.match_varying(x, y, scale)
-        return _ring.ring_lse(x, y, scale, plan.gather_axes, block_size)
+        return _ring.ring_lse(x, y, scale, plan.gather_axes, tiling)
     y_all, _ = gather_negatives(y, plan)
-    row_lse, col_partial = pairwise_lse(x, y_all, scale, block_size=block_size)
+    row_lse, col_partial = pairwise_lse(x, y_all, scale, block_size=block_size, impl=impl)
     return row_lse, _lse_across(col_partial, plan.gather_axes)
 
 
@@ -83,14 +91,29 @@ def softplus_sum(
     plan: Negatives,
     *,
     block_size: int | None = None,
+    impl: str = "auto",
+    positives: bool = False,
 ) -> jax.Array:
-    """`Σ_{i local, j ∈ negatives} softplus(scale · x_i·y_j + bias)`: this device's share of SigLIP."""
+    """`Σ_{i local, j ∈ negatives} softplus(−z_ij · (scale · x_i·y_j + bias))`: this device's share of SigLIP.
+
+    With `positives`, `z_ij = +1` when column `j` is local row `i`'s own pair in the global batch
+    (its positive, handled with its label sign inside the blocks) and `−1` otherwise; without,
+    every pair is a negative. The positive's column is located per exchange: `j = i` locally,
+    `j = i + device_index·b` among gathered columns, and on the ring from the visiting block's
+    owner.
+    """
     if plan.is_local:
-        return pairwise_softplus_sum(x, y, scale, bias, block_size=block_size)
+        offset = 0 if positives else None
+        return pairwise_softplus_sum(
+            x, y, scale, bias, positive_offset=offset, block_size=block_size, impl=impl
+        )
     scale = _vma.to_varying(scale, plan.gather_axes)
     bias = _vma.to_varying(bias, plan.gather_axes)
     if plan.exchange == "ring":
+        tiling = _dispatch.resolve(impl, block_size, "float32", x, y)
         x, y, scale, bias = _vma.match_varying(x, y, scale, bias)
-        return _ring.ring_softplus_sum(x, y, scale, bias, plan.gather_axes, block_size)
-    y_all, _ = gather_negatives(y, plan)
-    return pairwise_softplus_sum(x, y_all, scale, bias, block_size=block_size)
+        return _ring.ring_softplus_sum(x, y, scale, bias, plan.gather_axes, tiling, positives)
+    y_all, offset = gather_negatives(y, plan)
+    return pairwise_softplus_sum(
+        x, y_all, scale, bias, positive_offset=offset if positives else None, block_size=block_size, impl=impl
+    )

@@ -6,45 +6,29 @@ import jax
 import jax.numpy as jnp
 
 from contrastive_jax import _checks, _vma
-from contrastive_jax.tiled import _blockwise
+from contrastive_jax.tiled import _dispatch
 
-IMPLS = ("auto", "xla", "fused")
-
-
-def fused_available(x: jax.Array, y: jax.Array) -> bool:
-    """Whether the fused Pallas kernel can run for these operands on the default backend."""
-    try:
-        from contrastive_jax.tiled import _fused
-    except ImportError:  # pragma: no cover - Pallas missing from this jaxlib
-        return False
-    return bool(_fused.fused_supported(x, y))
+IMPLS = _dispatch.IMPLS
+PRECISIONS = _dispatch.PRECISIONS
+pallas_available = _dispatch.pallas_available
 
 
-def _check_operands(x, y, scale, block_size, impl):
+def _check_operands(x, y, scale):
     x = _checks.float_array("x", x, rank=2, rank_hint="[n, D]")
     y = _checks.float_array("y", y, rank=2, rank_hint="[m, D]")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same feature size D, got shapes {x.shape} and {y.shape}")
-    scale = _checks.scalar("scale", scale)
-    if block_size is not None:
-        _checks.positive_int("block_size", block_size)
-    _checks.one_of("impl", impl, IMPLS)
-    return x, y, scale
-
-
-def _use_fused(impl: str, x, y) -> bool:
-    if impl == "fused":
-        if not fused_available(x, y):
-            raise ValueError(
-                "impl='fused' needs a GPU backend and supported operands; use impl='auto' to fall back "
-                "to the blockwise XLA path"
-            )
-        return True
-    return impl == "auto" and fused_available(x, y)
+    return x, y, _checks.scalar("scale", scale)
 
 
 def pairwise_lse(
-    x: jax.Array, y: jax.Array, scale: jax.Array, *, block_size: int | None = None, impl: str = "auto"
+    x: jax.Array,
+    y: jax.Array,
+    scale: jax.Array,
+    *,
+    block_size: int | None = None,
+    impl: str = "auto",
+    precision: str = "float32",
 ) -> tuple[jax.Array, jax.Array]:
     """Row and column log-sum-exp of the logits `L = scale · x yᵀ`.
 
@@ -59,8 +43,15 @@ def pairwise_lse(
         processes `block_size` rows at a time with a custom VJP that recomputes each block in
         the backward pass: O(block_size·m + (n + m)·D) memory, same values and gradients.
         `n` need not be a multiple of `block_size` (the ragged tail is masked).
-      impl: with `block_size`, "auto" uses the fused Pallas kernel where it can run (GPU) and
-        the blockwise XLA loop elsewhere; "xla" or "fused" force one.
+      impl: "auto" (default) is "dense" without `block_size` and "blockwise" (the XLA loop above)
+        with it, on every backend. "pallas" is the fused Triton kernel (CUDA GPUs only, not
+        picked automatically until measured there; `block_size` is then the rows per forward
+        program, which bounds its column partials to `8·m·⌈n/block_size⌉` bytes);
+        "pallas_interpret" runs that kernel in Pallas's interpret mode on any backend (slow;
+        for tests). "pallas" raises ValueError where it cannot run.
+      precision: float32 operands multiply in full float32 ("float32", the default) or, when
+        asked, in TF32 ("tf32": faster on NVIDIA tensor cores, ~1e-3 relative error in `L`).
+        bf16/fp16 operands always multiply in their own dtype with float32 accumulation.
 
     Returns:
       `(row_lse: f32[n], col_lse: f32[m])`, differentiable w.r.t. `x`, `y` and `scale`.
@@ -71,16 +62,10 @@ def pairwise_lse(
       >>> [round(float(v), 4) for v in r]
       [0.6931, 0.6931]
     """
-    x, y, scale = _check_operands(x, y, scale, block_size, impl)
+    x, y, scale = _check_operands(x, y, scale)
+    tiling = _dispatch.resolve(impl, block_size, precision, x, y)
     x, y, scale = _vma.match_varying(x, y, scale)
-    if block_size is None:
-        logits = scale * _blockwise.similarity(x, y)
-        return jax.nn.logsumexp(logits, axis=1), jax.nn.logsumexp(logits, axis=0)
-    if _use_fused(impl, x, y):
-        from contrastive_jax.tiled import _fused
-
-        return _fused.pairwise_lse_fused(x, y, scale)
-    return _blockwise._lse_blockwise(x, y, scale, min(block_size, x.shape[0]))
+    return _dispatch.lse(tiling, x, y, scale)
 
 
 def pairwise_softplus_sum(
@@ -89,28 +74,41 @@ def pairwise_softplus_sum(
     scale: jax.Array,
     bias: jax.Array,
     *,
+    positive_offset: int | jax.Array | None = None,
     block_size: int | None = None,
     impl: str = "auto",
+    precision: str = "float32",
 ) -> jax.Array:
-    """`Σ_ij softplus(scale · x_i·y_j + bias)` over all pairs, in float32.
+    """SigLIP's reduction `Σ_ij softplus(−z_ij · (scale · x_i·y_j + bias))`, in float32.
 
-    SigLIP's loss is this sum minus the positive logits (`softplus(−l) = softplus(l) − l`),
-    so the whole loss needs only one reduction over the matrix.
+    `z_ij = +1` for the positive pairs `j = i + positive_offset` and `−1` elsewhere, so a
+    negative pair contributes `softplus(L_ij) = −log σ(−L_ij)` and a positive one
+    `softplus(−L_ij) = −log σ(L_ij)`, each with its exact gradient (a confident positive pair at
+    `L = 30` still gets `−σ(−30) ≈ −9.4e-14`). `positive_offset=None` makes every pair negative.
 
     Args:
       x: `f[n, D]`; y: `f[m, D]`; scale, bias: float scalars.
-      block_size, impl: as in `pairwise_lse`.
+      positive_offset: `None`, or an int (a traced int32 scalar is fine): the column of row `i`'s
+        positive is `i + positive_offset` (0 on one device; `device_index · b` for local rows
+        against gathered columns).
+      block_size, impl, precision: as in `pairwise_lse`.
 
     Returns:
       A float32 scalar, differentiable w.r.t. `x`, `y`, `scale` and `bias`.
-    """
-    x, y, scale = _check_operands(x, y, scale, block_size, impl)
-    bias = _checks.scalar("bias", bias)
-    x, y, scale, bias = _vma.match_varying(x, y, scale, bias)
-    if block_size is None:
-        return jnp.sum(jax.nn.softplus(scale * _blockwise.similarity(x, y) + bias))
-    if _use_fused(impl, x, y):
-        from contrastive_jax.tiled import _fused
 
-        return _fused.pairwise_softplus_sum_fused(x, y, scale, bias)
-    return _blockwise._softplus_blockwise(x, y, scale, bias, min(block_size, x.shape[0]))
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> x = jnp.array([[1.0, 0.0]])
+      >>> round(float(pairwise_softplus_sum(x, x, 10.0, -10.0, positive_offset=0)), 4)
+      0.6931
+    """
+    x, y, scale = _check_operands(x, y, scale)
+    bias = _checks.scalar("bias", bias)
+    tiling = _dispatch.resolve(impl, block_size, precision, x, y)
+    if positive_offset is None:
+        positive_offset = y.shape[0]  # column i + m never exists: no positives
+    offset = jnp.asarray(positive_offset)
+    if offset.shape != () or not jnp.issubdtype(offset.dtype, jnp.integer):
+        raise ValueError(f"positive_offset must be None or an integer scalar, got {positive_offset!r}")
+    x, y, scale, bias, offset = _vma.match_varying(x, y, scale, bias, offset.astype(jnp.int32))
+    return _dispatch.softplus(tiling, x, y, scale, bias, offset)

@@ -1,42 +1,88 @@
-"""Orbax checkpoints of a training run: arrays + JSON metadata, verified on restore.
+"""Orbax checkpoints of a training run, and what happens when one cannot be used.
 
 Each checkpoint holds two items: `state` (params, optimizer state, step, RNG key data, loss
 state such as iSogCLR's per-sample arrays) written with `StandardSave`, and `meta` (the data
-iterator position, the config and a fingerprint of `state`) written with `JsonSave`. Orbax
-already ignores checkpoints whose write did not finish (no commit marker). A checkpoint that
-finished but was damaged afterwards is caught by the fingerprint — a float64 sum per leaf —
-and skipped with a warning in favour of the newest earlier one; nothing is loaded silently.
+iterator position) written with `JsonSave`. Integrity is Orbax's own: a step folder appears
+only once its write has committed (async writes finish into a temporary folder first), and
+tensorstore rejects chunks whose compressed bytes were altered.
+
+Restoring distinguishes three cases, newest checkpoint first:
+
+* **intact** — restored; any newer checkpoint that was damaged is *set aside* (renamed
+  `<step>.damaged`, outside Orbax's step namespace, never deleted), so training can save
+  that step again and run to the end;
+* **damaged** (unreadable metadata or arrays) — skipped with a warning, the next older one
+  is tried;
+* **another run's structure** (a tree path, shape or dtype differs from what the current
+  config builds) — a `CheckpointError` naming the differences; nothing on disk changes.
+
+If step folders exist but none restores, that is a `CheckpointError` too: a run never
+starts from scratch over existing checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from contrastive_jax.train._errors import CheckpointError
 
 log = logging.getLogger(__name__)
-
-
-def fingerprint(tree) -> list[float]:
-    """One float64 checksum per leaf (sum of values plus a position-weighted sum)."""
-    sums = []
-    for leaf in jax.tree.leaves(tree):
-        values = np.asarray(jax.device_get(leaf), dtype=np.float64).ravel()
-        weights = np.arange(1, values.size + 1, dtype=np.float64) / max(values.size, 1)
-        sums.append(float(values.sum() + (values * weights).sum()))
-    return sums
+DAMAGED_SUFFIX = ".damaged"
 
 
 def _host_copy_if_replicated(leaf):
     if isinstance(leaf, jax.Array) and leaf.is_fully_addressable and leaf.is_fully_replicated:
         return np.asarray(leaf)
     return leaf
+
+
+def _leaf_specs(tree) -> dict[str, tuple[tuple[int, ...], str]]:
+    """`{"params/w": (shape, dtype)}` for every array leaf, with Orbax's path naming."""
+    flat = ocp.tree.to_flat_dict(ocp.tree.serialize_tree(tree, keep_empty_nodes=True), sep="/")
+    return {
+        path: (tuple(leaf.shape), str(np.dtype(leaf.dtype)))
+        for path, leaf in flat.items()
+        if hasattr(leaf, "shape") and hasattr(leaf, "dtype")
+    }
+
+
+def structure_differences(saved, expected, *, limit: int = 6) -> list[str]:
+    """Human-readable differences between two `_leaf_specs` dicts (saved vs. expected)."""
+    lines = []
+    for path in sorted(saved.keys() | expected.keys()):
+        if path not in expected:
+            lines.append(f"{path} is in the checkpoint but not in this config's state")
+        elif path not in saved:
+            lines.append(f"{path} is in this config's state but not in the checkpoint")
+        elif saved[path] != expected[path]:
+            (s_shape, s_dtype), (e_shape, e_dtype) = saved[path], expected[path]
+            lines.append(f"{path}: checkpoint {s_dtype}{list(s_shape)}, config {e_dtype}{list(e_shape)}")
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {len(lines) - limit} more"]
+    return lines
+
+
+@contextlib.contextmanager
+def _quiet_unraisable():
+    """Tensorstore leaves failed read coroutines behind; their 'Exception ignored' noise would
+    bury the one warning that matters, so route it to the debug log while restoring."""
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda info: log.debug("ignored during restore: %s", info.exc_value)
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 class Checkpointer:
@@ -53,10 +99,11 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, save_interval_steps=save_interval_steps, enable_async_checkpointing=True
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def save(self, step: int, state, meta: dict[str, Any], *, force: bool = False) -> bool:
-        meta = dict(meta, fingerprint=fingerprint(state))
+        """Starts an asynchronous save of `state` and `meta` at `step` (returns at once)."""
         # Replicated arrays are saved from a host copy: Orbax would otherwise compile a slice per
         # device for each of them. Sharded arrays (e.g. per-sample loss state) stay distributed.
         state = jax.tree.map(_host_copy_if_replicated, state)
@@ -66,31 +113,108 @@ class Checkpointer:
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
-    def restore_latest(self, target) -> tuple[int, Any, dict] | None:
+    def restore_latest(self, target, *, set_aside_damaged: bool = False, describe_change=None):
         """Newest intact checkpoint as `(step, state, meta)`, or None if there is none.
 
-        `target` is a pytree of arrays (or `jax.ShapeDtypeStruct`s) with the state's structure,
-        dtypes and shardings. Damaged checkpoints are skipped with a warning.
+        Args:
+          target: a pytree of arrays (or `jax.ShapeDtypeStruct`s) with the state's structure,
+            dtypes and shardings.
+          set_aside_damaged: rename damaged checkpoints newer than the restored one to
+            `<step>.damaged` (the trainer does); False (default, for evaluation) only skips
+            them and leaves the folder untouched.
+          describe_change: optional `() -> str` appended to a structure-mismatch error (e.g.
+            which config keys differ from the run's saved config).
+
+        Raises:
+          CheckpointError: a checkpoint was written for a different state structure, or step
+            folders exist and none of them restores. Nothing on disk is changed then.
         """
         self._manager.reload()
+        expected = _leaf_specs(target)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        damaged: list[tuple[int, str]] = []
         for step in reversed(self.steps()):
-            try:
-                restored = self._manager.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-                    ),
-                )
-                state, meta = restored.state, dict(restored.meta)
-                expected = meta.pop("fingerprint", None)
-                if expected is None or not np.allclose(fingerprint(state), expected, rtol=1e-6, atol=1e-6):
-                    raise ValueError("fingerprint mismatch: the saved arrays changed after they were written")
-            except Exception as err:  # noqa: BLE001 - any failure means this checkpoint is unusable
-                log.warning("Skipping damaged checkpoint at step %d in %s: %s", step, self.directory, err)
-                continue
-            return step, state, meta
+            with _quiet_unraisable():
+                saved = self._saved_specs(step)
+                if isinstance(saved, str):
+                    damaged.append((step, saved))
+                    continue
+                differences = structure_differences(saved, expected)
+                if differences:
+                    raise CheckpointError(self._mismatch_message(step, differences, describe_change))
+                try:
+                    restored = self._manager.restore(
+                        step,
+                        args=ocp.args.Composite(
+                            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+                        ),
+                    )
+                except Exception as err:  # noqa: BLE001 - a readable structure whose arrays fail
+                    damaged.append((step, _first_line(err)))
+                    continue
+            self._report_damaged(damaged, set_aside_damaged)
+            return step, restored.state, dict(restored.meta)
+        if damaged:
+            reasons = "; ".join(f"step {s}: {r}" for s, r in damaged)
+            raise CheckpointError(
+                f"none of the {len(damaged)} checkpoints in {self.directory} can be restored ({reasons}); "
+                "they are left as they are. Move that folder away to start the run afresh."
+            )
         return None
+
+    def _saved_specs(self, step: int):
+        """The saved state's leaf specs, or a one-line reason why its metadata is unreadable."""
+        try:
+            metadata = self._manager.item_metadata(step)["state"]
+            tree = getattr(metadata, "tree", metadata)
+            flat = ocp.tree.to_flat_dict(tree, sep="/")
+            return {
+                path: (tuple(leaf.shape), str(np.dtype(leaf.dtype)))
+                for path, leaf in flat.items()
+                if getattr(leaf, "shape", None) is not None
+            }
+        except Exception as err:  # noqa: BLE001 - unreadable metadata is damage, whatever raised
+            return _first_line(err)
+
+    def _mismatch_message(self, step, differences, describe_change) -> str:
+        message = (
+            f"the checkpoint at step {step} in {self.directory} was written for a different model or "
+            f"loss state: {'; '.join(differences)}."
+        )
+        if describe_change is not None:
+            message += " " + describe_change()
+        return message + (
+            " Resume with the run's original config (its config.json), or give this config a new --workdir; "
+            "the checkpoints were not changed."
+        )
+
+    def _report_damaged(self, damaged, set_aside: bool) -> None:
+        for step, reason in damaged:
+            if not set_aside:
+                log.warning("Skipping damaged checkpoint at step %d in %s: %s", step, self.directory, reason)
+                continue
+            target = self._set_aside(step)
+            log.warning(
+                "Skipping damaged checkpoint at step %d in %s (%s); set aside as %s",
+                step,
+                self.directory,
+                reason,
+                os.path.basename(target),
+            )
+        if set_aside and damaged:
+            multihost_utils.sync_global_devices("contrastive_jax: damaged checkpoints set aside")
+            self._manager.reload()
+
+    def _set_aside(self, step: int) -> str:
+        """Renames a step folder to `<step>.damaged` (or `<step>.damaged-K`), on process 0 only."""
+        source = os.path.join(self.directory, str(step))
+        target = source + DAMAGED_SUFFIX
+        k = 1
+        while os.path.exists(target):
+            target, k = f"{source}{DAMAGED_SUFFIX}-{k}", k + 1
+        if jax.process_index() == 0:
+            os.rename(source, target)
+        return target
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
@@ -100,17 +224,36 @@ class Checkpointer:
         self._manager.close()
 
 
-class StopSignal:
-    """Turns SIGTERM/SIGINT into a flag the loop polls, so it can save before exiting."""
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200] if text else ''}"
 
-    def __init__(self, signals=(signal.SIGTERM,)):
+
+class StopSignal:
+    """Turns SIGTERM and SIGINT (Ctrl-C) into a stop request the loop polls between steps.
+
+    One process: the handlers set a flag, the loop saves a checkpoint at the end of the current
+    step and returns. Several processes (`jax.distributed`): JAX's preemption service owns
+    SIGTERM (it tells every process, and `reached_preemption_sync_point` names one step at which
+    all of them save), so no Python SIGTERM handler is installed, and SIGINT is forwarded to it
+    as a SIGTERM of this process; `should_stop(step)` is the one test the loop makes.
+    """
+
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
         self._event = threading.Event()
         self._previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in signals:
-                self._previous[sig] = signal.signal(sig, self._handle)
+        self._multiprocess = jax.process_count() > 1
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in signals:
+            if self._multiprocess and sig == signal.SIGTERM:
+                continue
+            self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):  # noqa: ARG002
+        if self._multiprocess:
+            os.kill(os.getpid(), signal.SIGTERM)  # JAX's preemption notifier tells the other processes
+            return
         log.warning("Received signal %d: saving a checkpoint and stopping", signum)
         self._event.set()
 
@@ -121,6 +264,13 @@ class StopSignal:
     def request(self) -> None:
         self._event.set()
 
+    def should_stop(self, step: int) -> bool:
+        """Whether to save and stop after `step`; call it after every step, on every process."""
+        if self._multiprocess:
+            return bool(multihost_utils.reached_preemption_sync_point(step))
+        return self.requested
+
     def restore_handlers(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous = {}

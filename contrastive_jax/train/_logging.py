@@ -11,16 +11,28 @@ import numpy as np
 
 class MetricWriter:
     """Writes each logged step to `metrics.jsonl`, TensorBoard (if tensorboardX is installed)
-    and a tqdm progress bar showing step/s and the loss."""
+    and a tqdm progress bar showing step/s and the loss.
 
-    def __init__(self, workdir: str, *, total_steps: int, initial_step: int = 0):
+    A resumed run starts at `initial_step`: lines of later steps (logged before the stop but
+    after the checkpoint it resumes from) are dropped from metrics.jsonl, and TensorBoard is told
+    to discard its events from `initial_step + 1` on (`purge_step`), so every step appears once.
+    With `enabled=False` (processes other than 0) nothing is written.
+    """
+
+    def __init__(self, workdir: str, *, total_steps: int, initial_step: int = 0, enabled: bool = True):
         self.path = os.path.join(workdir, "metrics.jsonl")
-        self._file = open(self.path, "a")
+        self._enabled = enabled
+        self._tb = self._bar = self._file = None
         self._last = (initial_step, time.time())
+        if not enabled:
+            return
+        _truncate_after(self.path, initial_step)
+        self._file = open(self.path, "a")
         try:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            purge = initial_step + 1 if initial_step > 0 else None
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
         except ImportError:  # pragma: no cover - optional
             self._tb = None
         try:
@@ -31,6 +43,8 @@ class MetricWriter:
             self._bar = None
 
     def write(self, step: int, metrics: dict) -> None:
+        if not self._enabled:
+            return
         last_step, last_time = self._last
         now = time.time()
         values = {k: float(np.asarray(v)) for k, v in metrics.items()}
@@ -45,12 +59,34 @@ class MetricWriter:
             self._bar.update(step - self._bar.n)
             self._bar.set_postfix(loss=f"{values['loss']:.4f}", steps_s=f"{values['steps_per_second']:.2f}")
 
+    def flush(self) -> None:
+        """Puts every event written so far on disk (the loop calls it with each checkpoint, so a
+        killed run loses no TensorBoard event of a step its checkpoint covers)."""
+        if self._tb is not None:
+            self._tb.flush()
+
     def close(self) -> None:
+        if not self._enabled:
+            return
         self._file.close()
         if self._tb is not None:
             self._tb.close()
         if self._bar is not None:
             self._bar.close()
+
+
+def _truncate_after(path: str, step: int) -> None:
+    """Keeps only the metrics.jsonl lines of steps <= `step` (atomically: write, then rename)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(kept) == len(lines):
+        return
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
 
 
 def read_metrics(workdir: str) -> list[dict]:

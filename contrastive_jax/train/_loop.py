@@ -23,8 +23,10 @@ from jax.sharding import PartitionSpec as P
 from contrastive_jax import parallel
 from contrastive_jax.train import _logging
 from contrastive_jax.train._checkpoint import Checkpointer, StopSignal
-from contrastive_jax.train._objective import compute_loss, init_loss_state
+from contrastive_jax.train._errors import CheckpointError, ConfigError
+from contrastive_jax.train._objective import compute_loss, init_loss_state, needs_loss_state
 from contrastive_jax.train._optim import make_optimizer
+from contrastive_jax.train._validate import check_workdir, validate_config
 
 log = logging.getLogger(__name__)
 AXIS = "data"
@@ -112,18 +114,25 @@ def _build_input(config, split: str, *, shuffle: bool, num_epochs=None, seed_off
     return source, tokenizer, dataset
 
 
-def init_state(config, num_samples: int):
-    """Model pieces and the initial train state (the checkpoint's structure) for `config`."""
+def init_state(config, num_samples: int, *, state_shards: int = 1):
+    """Model pieces and the initial train state (the checkpoint's structure) for `config`.
+
+    `state_shards`: the per-sample loss state (iSogCLR) is sized to a multiple of it, so that it
+    splits evenly over the devices when `loss.shard_state` is set (ids past `num_samples` are
+    never visited).
+    """
     from contrastive_jax import models
 
     # Initialise under jit: one compiled program instead of hundreds of eager ops.
     model = nnx.jit(lambda: models.create_model(config.model, rngs=nnx.Rngs(config.seed)))()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    optimizer = make_optimizer(config.optim, config.total_steps)
+    optimizer = make_optimizer(
+        config.optim, config.total_steps, max_logit_scale=config.model.get("max_logit_scale", None)
+    )
     state = {
         "params": params,
         "opt_state": jax.jit(optimizer.init)(params),
-        "loss_state": init_loss_state(config.loss, num_samples),
+        "loss_state": init_loss_state(config.loss, -(-num_samples // state_shards) * state_shards),
         "step": jnp.zeros((), jnp.int32),
         "rng": jax.random.key_data(jax.random.key(config.seed)),
     }
@@ -141,6 +150,66 @@ def place_state(state: dict, mesh, loss_state_spec) -> dict:
     return placed
 
 
+def make_mesh(config):
+    """The data-parallel mesh: `config.mesh.data` devices (-1 or absent: all of them)."""
+    size = config.get("mesh", {}).get("data", -1)
+    devices = jax.devices()
+    if size == -1:
+        size = len(devices)
+    if not 1 <= size <= len(devices):
+        raise ConfigError(f"mesh.data={size} but there are {len(devices)} devices; use -1 for all of them")
+    if jax.process_count() > 1 and size != len(devices):
+        raise ConfigError("with several processes mesh.data must span every device (-1)")
+    return parallel.data_mesh(AXIS, devices=devices[:size])
+
+
+def _config_change(workdir: str, config) -> str:
+    """Which config keys differ from the run's saved config.json (for a mismatch message)."""
+    path = os.path.join(workdir, "config.json")
+    try:
+        with open(path) as f:
+            saved = _flatten(json.load(f))
+    except (OSError, ValueError):
+        return f"(no readable config.json in {workdir} to compare with)"
+    current = _flatten(json.loads(config.to_json_best_effort()))
+    changed = [
+        f"{key}: {saved.get(key, '<absent>')!r} -> {current.get(key, '<absent>')!r}"
+        for key in sorted(saved.keys() | current.keys())
+        if saved.get(key) != current.get(key)
+    ]
+    if not changed:
+        return "The config equals the run's config.json."
+    shown = "; ".join(changed[:8]) + (f"; ... and {len(changed) - 8} more" if len(changed) > 8 else "")
+    return f"Config keys changed since the run's config.json: {shown}."
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _resume(checkpointer: Checkpointer, train_state: dict, workdir: str, config):
+    """`(first_step, train_state, data_state)` from the newest intact checkpoint, or step 0.
+
+    Damaged newer checkpoints are set aside; a checkpoint of another config is an error that
+    leaves the workdir (config.json included) as it was. Only then is config.json written.
+    """
+    restored = checkpointer.restore_latest(
+        train_state, set_aside_damaged=True, describe_change=lambda: _config_change(workdir, config)
+    )
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+    if restored is None:
+        return 0, train_state, None
+    step, train_state, meta = restored
+    return step, train_state, meta["data"]
+
+
 def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
     """Trains the model `config` describes, resuming from `workdir` if it holds checkpoints.
 
@@ -152,49 +221,54 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
 
     Returns:
       The final evaluation metrics (also written to `workdir/eval.json`), or `{"stopped_at":
-      step}` when a SIGTERM stopped the run early (after saving a checkpoint).
+      step}` when SIGTERM/SIGINT stopped the run early (after saving a checkpoint at `step`).
+
+    Raises:
+      ConfigError: the config is invalid for this machine (e.g. batch size vs. devices).
+      CheckpointError: the workdir's checkpoints belong to another config, or none restores.
     """
     from contrastive_jax import evaluate as evaluators
     from contrastive_jax import models
 
     quiet_logs()
-    os.makedirs(workdir, exist_ok=True)
-    mesh = parallel.data_mesh(AXIS)
-    if config.batch_size % mesh.size:
-        raise ValueError(f"batch_size {config.batch_size} must divide by the {mesh.size} devices")
+    validate_config(config, jax.device_count())
+    mesh = make_mesh(config)
+    check_workdir(workdir)
 
     # Input; the text tower's vocabulary is the tokenizer's.
     source, tokenizer, dataset = _build_input(config, "train", shuffle=True)
     iterator = iter(dataset)
     with config.unlocked():
         config.model.text.vocab_size = tokenizer.vocab_size
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
 
     # Model, optimizer, loss state; then resume if the workdir has a checkpoint.
-    model, graphdef, rest, optimizer, train_state = init_state(config, len(source))
-    print(models.summary(model, config.model), flush=True)
-    state_spec = P(AXIS) if config.loss.get("shard_state", False) else P()
+    shard_state = bool(config.loss.get("shard_state", False)) and needs_loss_state(config.loss.name)
+    model, graphdef, rest, optimizer, train_state = init_state(
+        config, len(source), state_shards=mesh.size if shard_state else 1
+    )
+    state_spec = P(AXIS) if shard_state else P()
     train_state = place_state(train_state, mesh, state_spec)
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"),
         max_to_keep=config.keep_checkpoints,
         save_interval_steps=config.checkpoint_every,
     )
-    restored = checkpointer.restore_latest(train_state)
-    first_step = 0
-    if restored is not None:
-        first_step, train_state, meta = restored
-        iterator.set_state(meta["data"])
+    first_step, train_state, data_state = _resume(checkpointer, train_state, workdir, config)
+    if data_state is not None:
+        iterator.set_state(data_state)
         print(f"Resumed from step {first_step} in {workdir}", flush=True)
+    if jax.process_index() == 0:
+        print(models.summary(model, config.model), flush=True)
 
     step_fn = make_train_step(graphdef, optimizer, config.loss, mesh, state_spec)
-    writer = _logging.MetricWriter(workdir, total_steps=config.total_steps, initial_step=first_step)
+    writer = _logging.MetricWriter(
+        workdir, total_steps=config.total_steps, initial_step=first_step, enabled=jax.process_index() == 0
+    )
     stop = StopSignal()
     params, opt_state, loss_state = train_state["params"], train_state["opt_state"], train_state["loss_state"]
     step = first_step
     try:
-        while step < config.total_steps and not stop.requested:
+        while step < config.total_steps:
             batch = _to_global(next(iterator), mesh)
             params, opt_state, loss_state, metrics = step_fn(params, rest, opt_state, loss_state, batch)
             step += 1
@@ -202,7 +276,8 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
                 writer.write(step, jax.device_get(metrics))
             if on_step is not None:
                 on_step(step, metrics)
-            if step % config.checkpoint_every == 0 or step == config.total_steps or stop.requested:
+            stopping = stop.should_stop(step)  # on every process, every step: they agree on it
+            if step % config.checkpoint_every == 0 or step == config.total_steps or stopping:
                 train_state = dict(
                     train_state,
                     params=params,
@@ -211,6 +286,9 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
                     step=jnp.asarray(step, jnp.int32),
                 )
                 checkpointer.save(step, train_state, {"data": iterator.get_state()}, force=True)
+                writer.flush()
+            if stopping:
+                break
     finally:
         checkpointer.close()
         writer.close()
@@ -225,26 +303,51 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
     started = time.time()
     results = evaluators.evaluate_model(model, config, tokenizer=tokenizer)
     results["eval_seconds"] = time.time() - started
-    with open(os.path.join(workdir, "eval.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    results["plots"] = _logging.save_plots(workdir, model, config, tokenizer)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "eval.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        results["plots"] = _logging.save_plots(workdir, model, config, tokenizer)
     return results
+
+
+def load_run(workdir: str):
+    """`(config, model, step, tokenizer)` of the newest intact checkpoint of the run in `workdir`.
+
+    Reads the run's config.json, rebuilds its state structure and restores without changing
+    the workdir (damaged checkpoints are skipped with a warning, not set aside).
+
+    Raises:
+      CheckpointError: `workdir` has no config.json, no checkpoint, or none that restores.
+    """
+    import ml_collections
+
+    from contrastive_jax import data
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"{workdir} has no config.json: it is not a training run's workdir (train into it first)"
+        )
+    with open(path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    source = data.load_source(config.data.name, "train", config=config.data.get("builder_config", None))
+    shard_state = bool(config.loss.get("shard_state", False)) and needs_loss_state(config.loss.name)
+    shards = make_mesh(config).size if shard_state else 1
+    _, graphdef, rest, _, state = init_state(config, len(source), state_shards=shards)
+    restored = Checkpointer(os.path.join(workdir, "checkpoints")).restore_latest(
+        state, describe_change=lambda: _config_change(workdir, config)
+    )
+    if restored is None:
+        raise CheckpointError(f"{workdir} has no checkpoint yet: train first, or check the --workdir path")
+    step, state, _ = restored
+    model = nnx.merge(graphdef, state["params"], rest)
+    return config, model, step, make_tokenizer(config.data)
 
 
 def evaluate_checkpoint(workdir: str, split: str = "test") -> dict:
     """Evaluates the newest intact checkpoint of the run in `workdir` (its saved config)."""
-    import ml_collections
+    from contrastive_jax import evaluate
 
-    from contrastive_jax import data, evaluate
-
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    source = data.load_source(config.data.name, "train", config=config.data.get("builder_config", None))
-    _, graphdef, rest, _, state = init_state(config, len(source))
-    restored = Checkpointer(os.path.join(workdir, "checkpoints")).restore_latest(state)
-    if restored is None:
-        raise FileNotFoundError(f"no intact checkpoint in {workdir}/checkpoints")
-    step, state, _ = restored
-    model = nnx.merge(graphdef, state["params"], rest)
-    results = evaluate.evaluate_model(model, config, tokenizer=make_tokenizer(config.data), split=split)
+    config, model, step, tokenizer = load_run(workdir)
+    results = evaluate.evaluate_model(model, config, tokenizer=tokenizer, split=split)
     return {"step": step, **results}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from contrastive_jax import losses
+from contrastive_jax import _vma, losses
 
 OBJECTIVES = ("clip", "siglip", "coca", "isogclr", "sogclr", "clip_count", "nt_xent", "dcl")
 
@@ -36,6 +36,19 @@ def _counting_term(model, outputs, batch):
     true_sim = jnp.sum(outputs["image_emb"] * outputs["text_emb"], axis=-1)
     cf_sim = jnp.sum(outputs["image_emb"] * cf_text, axis=-1)
     return jnp.mean(jax.nn.softplus(cf_sim - true_sim))
+
+
+def _mean_seen_tau(state, axis_name):
+    """Mean image-side τ over the samples seen so far, whether the state is replicated or sharded.
+
+    Entries never visited (including the padding of a sharded state) keep their initial τ and
+    are left out; with a sharded state the two sums are taken over all devices.
+    """
+    seen = state.seen
+    totals = jnp.stack([jnp.sum(jnp.where(seen, state.tau_image, 0.0)), jnp.sum(seen.astype(jnp.float32))])
+    if axis_name is not None and _vma.varying_axes(totals):  # sharded: each device holds a slice
+        totals = jax.lax.psum(totals, axis_name)
+    return totals[0] / jnp.maximum(totals[1], 1.0)
 
 
 def compute_loss(config, model, outputs, batch, loss_state, *, axis_name=None):
@@ -91,7 +104,7 @@ def compute_loss(config, model, outputs, batch, loss_state, *, axis_name=None):
             beta=config.beta,
             **common,
         )
-        metrics["mean_tau"] = jnp.mean(loss_state.tau_image)
+        metrics["mean_tau"] = _mean_seen_tau(loss_state, axis_name)
     elif name == "clip_count":
         contrastive = losses.clip_loss(image, text, outputs["logit_scale"], **common, **block)
         counting = _counting_term(model, outputs, batch)

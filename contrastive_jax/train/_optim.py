@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
+import jax.numpy as jnp
 import optax
+
+LOGIT_SCALE_PARAM = "logit_scale_param"
 
 
 def _decay_mask(params):
@@ -11,8 +16,13 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: getattr(p, "ndim", 0) >= 2, params)
 
 
-def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(
+    config, total_steps: int, *, max_logit_scale: float | None = None
+) -> optax.GradientTransformation:
     """`config`: lr, warmup_steps, weight_decay, b1, b2, eps, grad_clip (None or a max norm).
+
+    With `max_logit_scale`, the chain ends with `clamp_logit_scale(max_logit_scale)`: the
+    model's `logit_scale_param` is projected onto `[0, ln max_logit_scale]` after each step.
 
     References:
       Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019; CLIP (Radford et
@@ -39,6 +49,8 @@ def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
             mask=_decay_mask,
         )
     )
+    if max_logit_scale is not None:
+        chain.append(clamp_logit_scale(max_logit_scale))
     return optax.chain(*chain)
 
 
@@ -48,3 +60,33 @@ def learning_rate(config, total_steps: int):
     return optax.warmup_cosine_decay_schedule(
         0.0, config.lr, warmup, max(total_steps, warmup + 1), config.lr * config.get("final_lr_fraction", 0.0)
     )
+
+
+def _is_logit_scale(path) -> bool:
+    return any(getattr(key, "key", getattr(key, "name", None)) == LOGIT_SCALE_PARAM for key in path)
+
+
+def clamp_logit_scale(max_logit_scale: float) -> optax.GradientTransformation:
+    """Keeps the log-scale parameter in `[0, ln max_logit_scale]` after every update (open_clip).
+
+    The last link of the optimizer chain: for each leaf whose path contains
+    `logit_scale_param`, the update becomes `clip(p + u, 0, ln max) − p`, so the new parameter
+    is the projection of the unconstrained step. The forward pass uses `exp(p)` unclamped, so
+    the gradient of the scale is never cut off: a scale at the bound comes back down as soon as
+    the loss prefers a smaller one (unlike `exp(min(p, ln max))`, whose gradient is 0 above the
+    bound). Other leaves pass through unchanged. Needs `params` in `update`.
+    """
+    if not max_logit_scale > 1:
+        raise ValueError(f"max_logit_scale must be > 1, got {max_logit_scale}")
+    upper = math.log(max_logit_scale)
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("clamp_logit_scale needs the parameters: call update(grads, state, params)")
+
+        def project(path, u, p):
+            return jnp.clip(p + u, 0.0, upper) - p if _is_logit_scale(path) else u
+
+        return jax.tree_util.tree_map_with_path(project, updates, params), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)

@@ -1,16 +1,19 @@
 """How many bytes each device sends per step: counted from compiled HLO, and predicted from the algorithm.
 
-Two independent accountings of the communication of a negative exchange, so that each checks
-the other (tests/test_accounting.py) and the benchmark (benchmarks/exchange_strategies.py) can
-report both:
+Measurement tooling, not part of the library: `from benchmarks.hlo_accounting import
+collective_bytes, exchange_bytes` with the repository root on `sys.path` (the tests have it; the
+benchmark scripts put it there). Two independent accountings of the communication of a negative
+exchange, so that each checks the other (tests/test_accounting.py) and the benchmark
+(benchmarks/exchange_strategies.py) can report both:
 
 * `collective_bytes(hlo_text)` reads the *compiled* HLO of a step (`jax.jit(f).lower(...)
   .compile().as_text()`) and adds up every collective XLA kept, after its own combining and
   simplification passes. Collectives inside `while` loops (the ring's `lax.scan` over hops) are
   multiplied by the trip count XLA annotates in the loop's `backend_config`
-  (`"known_trip_count":{"n":"7"}`).
-* `exchange_bytes(...)` predicts the same number from what `parallel/_reduce.py` and
-  `parallel/_ring.py` do, term by term (which array crosses the wire, how often, and why).
+  (`"known_trip_count":{"n":"7"}`). Replica groups in a syntax it does not know raise a
+  ValueError (XLA's printer has changed before): it never guesses a group size.
+* `exchange_bytes(...)` predicts the same number from what `contrastive_jax/parallel/_reduce.py`
+  and `_ring.py` do, term by term (which array crosses the wire, how often, and why).
 
 Both use the standard per-device cost of bandwidth-optimal (ring) collectives over a group of
 `G` devices: all-gather `(G−1)/G × output bytes`, reduce-scatter `(G−1)/G × input bytes`,
@@ -121,21 +124,36 @@ def _tuple_elements(shape: str) -> list[str]:
 
 
 def _group_size(attributes: str, num_devices: int) -> int:
-    """Devices per replica group: `{{0,1},{2,3}}` → 2, iota `[2,4]<=[8]` → 4, `{}` → all devices,
-    and newer XLA's named form `mesh['group'=2,'member'=4] {'member'}` → 4 (product of the axes
-    listed in braces)."""
-    match = re.search(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}", attributes)
+    """Devices per replica group of a collective, from its attributes in compiled HLO text.
+
+    Explicit `{{0,1},{2,3}}` → 2; iota `[2,4]<=[8]` (optionally transposed, `[2,4]<=[4,2]T(1,0)`)
+    → 4; empty `{}` → all `num_devices`; newer XLA's named form `mesh['group'=2,'member'=4]
+    {'member'}` → 4 (the product of the axes listed in braces, `{}` for all of them).
+
+    Raises:
+      ValueError: no `replica_groups` attribute, or a syntax not listed above.
+    """
+    start = attributes.find("replica_groups=")
+    if start < 0:
+        raise ValueError(f"collective without replica_groups: {attributes[:120]!r}")
+    groups = attributes[start + len("replica_groups=") :]
+    match = re.match(r"mesh\[([^\]]*)\]\s*\{([^}]*)\}", groups)
     if match:
         sizes = {k: int(v) for k, v in re.findall(r"'([^']+)'=(\d+)", match.group(1))}
         selected = re.findall(r"'([^']+)'", match.group(2))
-        return math.prod(sizes[a] for a in selected) if selected else num_devices
-    match = re.search(r"replica_groups=\[(\d+),(\d+)\]<=", attributes)
+        unknown = [a for a in selected if a not in sizes]
+        if not sizes or unknown:
+            raise ValueError(f"unreadable named replica groups: {groups[:120]!r}")
+        return math.prod(sizes[a] for a in selected) if selected else math.prod(sizes.values())
+    match = re.match(r"\[(\d+),(\d+)\]<=\[[\d,]+\](?:T\([\d,]+\))?(?=[,\s]|$)", groups)
     if match:
         return int(match.group(2))
-    match = re.search(r"replica_groups=\{\{([^}]*)\}", attributes)
+    match = re.match(r"\{\{([\d,]*)\}(?:,\{[\d,]*\})*\}(?=[,\s]|$)", groups)
     if match:
         return len([d for d in match.group(1).split(",") if d.strip()])
-    return num_devices
+    if re.match(r"\{\}(?=[,\s]|$)", groups):
+        return num_devices
+    raise ValueError(f"unknown replica_groups syntax: {groups[:120]!r}; teach _group_size to read it")
 
 
 def _parse(hlo_text: str) -> tuple[dict[str, list[_Instruction]], str | None]:
@@ -498,9 +516,15 @@ def exchange_bytes(
             )
             add(
                 "backward",
-                f"2 sides × {hops} hops of a candidate-block cotangent [b,D] (reverse ring)",
+                f"2 sides × {hops} hops of a candidate block [b,D] + its f32 gradient accumulator [b,D]",
                 "collective-permute",
-                2 * hops * emb,
+                2 * hops * (emb + 4 * b * d),
+            )
+            add(
+                "backward",
+                "2 sides: last hop, the candidates' gradient [b,D] (f32) returns home",
+                "collective-permute",
+                2 * 4 * b * d,
             )
         else:
             add(
