@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+REFS_STAMP := $(VENV)/.torch-refs-stamp
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 
 .PHONY: demo test lint install results clean
@@ -13,12 +14,20 @@ $(STAMP): setup.py
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# PyTorch references for the converter and tokenizer tests (never a runtime dependency).
+# open_clip_torch goes in without its dependencies: they would replace the CPU torch with a
+# CUDA build and pull torchvision; the tests stub the torchvision names it imports.
+$(REFS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[torch-refs]'
+	$(PY) -m pip install -q --no-deps 'open_clip_torch==3.3.0'
+	touch $(REFS_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m experiments.demo
 
-test: $(STAMP)
+test: $(REFS_STAMP)
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)

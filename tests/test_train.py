@@ -260,6 +260,27 @@ def test_logit_scale_comes_back_from_the_clamp(data_dir, tmp_path):
     assert all(s < 100.0 for s in scales[2:]) and scales[-1] < scales[2], scales
 
 
+def test_init_from_takes_the_model_and_parameters_of_another_run(straight_run, tmp_path):
+    """Fine-tuning: the model section and the parameters come from `init_from`, nothing else."""
+    source_dir, source = straight_run
+    config = clip_config(steps=3, loss="clip_count")  # another objective on the same data
+    with config.unlocked():
+        config.init_from = str(source_dir)
+        config.model.embed_dim = 24  # replaced by the source's model section
+        config.optim.warmup_steps = 2  # step 1 has learning rate 0: the parameters stay the source's
+    assert training.train(config, str(tmp_path), evaluate=False, on_step=stop_at(1)) == {"stopped_at": 1}
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model"]["embed_dim"] == 16 and saved["loss"]["name"] == "clip_count"
+    _, state = saved_state(tmp_path, config)
+    assert_same_state(state["params"], source["params"])
+    assert int(state["step"]) == 1  # a fresh run: its own step and optimizer state
+
+    with config.unlocked():
+        config.init_from = str(tmp_path / "nowhere")
+    with pytest.raises(training.ConfigError, match="has no config.json"):
+        training.train(config, str(tmp_path / "other"), evaluate=False)
+
+
 @pytest.mark.parametrize("name", CONFIG_FILES)
 def test_every_config_builds_and_runs_a_step(data_dir, tmp_path, name):
     module = importlib.import_module(f"experiments.configs.{name}")

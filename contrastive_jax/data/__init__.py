@@ -19,6 +19,7 @@ from contrastive_jax.data._pipeline import (
     default_data_dir,
     load_source,
     make_dataset,
+    pixel_stats,
 )
 from contrastive_jax.data._prompts import QUESTIONS, class_names, zero_shot_prompts
 from contrastive_jax.data._shapes import COLORS, NUMBER_WORDS, SHAPES
@@ -47,6 +48,7 @@ __all__ = [
     "default_data_dir",
     "load_source",
     "make_dataset",
+    "pixel_stats",
     "word_tokenizer_for",
     "zero_shot_prompts",
 ]

@@ -158,7 +158,17 @@ class ImageTextFolder:
             return {"image": np.asarray(image.convert("RGB")), "caption": caption}
 
 
-def _preprocess(index, record, *, tokenizer, context_length, image_size):
+def pixel_stats(data_config) -> tuple:
+    """`(mean, std)` of a data config: per-channel lists `data.mean`/`data.std` when it has them
+    (a converted pretrained model carries its source's, e.g. OpenAI CLIP's), else 0.5 / 0.5."""
+    mean = data_config.get("mean", None)
+    std = data_config.get("std", None)
+    mean = PIXEL_MEAN if mean is None else np.asarray(mean, np.float32)
+    std = PIXEL_STD if std is None else np.asarray(std, np.float32)
+    return mean, std
+
+
+def _preprocess(index, record, *, tokenizer, context_length, image_size, mean=PIXEL_MEAN, std=PIXEL_STD):
     image = np.asarray(record["image"])
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
@@ -167,7 +177,7 @@ def _preprocess(index, record, *, tokenizer, context_length, image_size):
             Image.fromarray(image.astype(np.uint8)).resize((image_size, image_size), Image.BILINEAR)
         )
     out = {
-        "image": ((image.astype(np.float32) / 255.0) - PIXEL_MEAN) / PIXEL_STD,
+        "image": ((image.astype(np.float32) / 255.0) - mean) / std,
         "tokens": tokenizer.encode([record["caption"]], context_length)[0],
         "index": np.int32(index),
     }
@@ -192,6 +202,8 @@ def make_dataset(
     image_size: int | None = None,
     process_index: int = 0,
     process_count: int = 1,
+    pixel_mean=PIXEL_MEAN,
+    pixel_std=PIXEL_STD,
 ):
     """A grain `MapDataset` of batches; `iter()` of it has `get_state()` / `set_state()`.
 
@@ -200,7 +212,8 @@ def make_dataset(
     `process_count`-th record from `process_index`, so processes are disjoint), repeat
     `num_epochs` times (None: forever), preprocess, batch.
 
-    Each batch is a dict of NumPy arrays: "image" `f32[B, H, W, 3]` (scaled to [-1, 1]), "tokens"
+    Each batch is a dict of NumPy arrays: "image" `f32[B, H, W, 3]` (`(pixel/255 − pixel_mean) /
+    pixel_std`, scalars or per-channel; default [-1, 1]; see `pixel_stats`), "tokens"
     `int32[B, T]`, "index" `int32[B]`, and where the records have them "cf_tokens" (the
     counterfactual caption), "count", "color", "shape", "label", "has_distractor".
     """
@@ -219,6 +232,11 @@ def make_dataset(
     if num_epochs != 1:
         dataset = dataset.repeat(num_epochs)
     preprocess = lambda item: _preprocess(
-        *item, tokenizer=tokenizer, context_length=context_length, image_size=image_size
+        *item,
+        tokenizer=tokenizer,
+        context_length=context_length,
+        image_size=image_size,
+        mean=pixel_mean,
+        std=pixel_std,
     )
     return dataset.map(preprocess).batch(batch_size, drop_remainder=drop_remainder)

@@ -57,10 +57,12 @@ def _leaf_specs(tree) -> dict[str, tuple[tuple[int, ...], str]]:
     }
 
 
-def structure_differences(saved, expected, *, limit: int = 6) -> list[str]:
+def structure_differences(saved, expected, *, limit: int = 3) -> list[str]:
     """Human-readable differences between two `_leaf_specs` dicts (saved vs. expected)."""
     lines = []
-    for path in sorted(saved.keys() | expected.keys()):
+    # Parameters first: the optimizer's moments repeat their paths and would bury them.
+    order = lambda path: (not path.startswith("params/"), path)
+    for path in sorted(saved.keys() | expected.keys(), key=order):
         if path not in expected:
             lines.append(f"{path} is in the checkpoint but not in this config's state")
         elif path not in saved:
@@ -69,7 +71,7 @@ def structure_differences(saved, expected, *, limit: int = 6) -> list[str]:
             (s_shape, s_dtype), (e_shape, e_dtype) = saved[path], expected[path]
             lines.append(f"{path}: checkpoint {s_dtype}{list(s_shape)}, config {e_dtype}{list(e_shape)}")
     if len(lines) > limit:
-        lines = lines[:limit] + [f"... and {len(lines) - limit} more"]
+        lines = lines[:limit] + [f"and {len(lines) - limit} more arrays differ"]
     return lines
 
 
@@ -161,6 +163,48 @@ class Checkpointer:
                 "they are left as they are. Move that folder away to start the run afresh."
             )
         return None
+
+    def restore_params(self, target, *, describe_change=None):
+        """`(step, params)`: only the `params` subtree of the newest intact checkpoint (read-only).
+
+        For fine-tuning from another run (`config.init_from`): its optimizer and loss state are
+        not read. `target` is the current params pytree (shapes, dtypes, shardings). Damaged
+        checkpoints are skipped with a warning.
+
+        Raises:
+          CheckpointError: no checkpoint, none intact, or parameters of another architecture.
+        """
+        self._manager.reload()
+        expected = {f"params/{k}": v for k, v in _leaf_specs(target).items()}
+        abstract = {"params": jax.tree.map(ocp.utils.to_shape_dtype_struct, target)}
+        skipped = []
+        for step in reversed(self.steps()):
+            with _quiet_unraisable():
+                saved = self._saved_specs(step)
+                if isinstance(saved, str):
+                    skipped.append((step, saved))
+                    continue
+                saved = {k: v for k, v in saved.items() if k.startswith("params/")}
+                differences = structure_differences(saved, expected)
+                if differences:
+                    raise CheckpointError(self._mismatch_message(step, differences, describe_change))
+                try:
+                    with ocp.PyTreeCheckpointer() as reader:
+                        restored = reader.restore(
+                            os.path.join(self.directory, str(step), "state"),
+                            args=ocp.args.PyTreeRestore(
+                                item=abstract,
+                                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                                partial_restore=True,
+                            ),
+                        )
+                except Exception as err:  # noqa: BLE001 - a readable structure whose arrays fail
+                    skipped.append((step, _first_line(err)))
+                    continue
+            self._report_damaged(skipped, False)
+            return step, restored["params"]
+        reasons = "; ".join(f"step {s}: {r}" for s, r in skipped) or "no step folders"
+        raise CheckpointError(f"no checkpoint in {self.directory} can be restored ({reasons})")
 
     def _saved_specs(self, step: int):
         """The saved state's leaf specs, or a one-line reason why its metadata is unreadable."""

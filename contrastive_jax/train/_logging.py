@@ -122,6 +122,8 @@ def save_plots(workdir: str, model, config, tokenizer, num_pairs: int = 12) -> d
         shuffle=False,
         num_epochs=1,
         image_size=config.data.image_size,
+        pixel_mean=data.pixel_stats(config.data)[0],
+        pixel_std=data.pixel_stats(config.data)[1],
     )
     batch = next(iter(dataset))
     from contrastive_jax.evaluate._run import Encoders

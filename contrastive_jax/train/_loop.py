@@ -108,6 +108,8 @@ def _build_input(config, split: str, *, shuffle: bool, num_epochs=None, seed_off
         shuffle=shuffle,
         num_epochs=num_epochs,
         image_size=config.data.image_size,
+        pixel_mean=data.pixel_stats(config.data)[0],
+        pixel_std=data.pixel_stats(config.data)[1],
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
@@ -163,6 +165,53 @@ def make_mesh(config):
     return parallel.data_mesh(AXIS, devices=devices[:size])
 
 
+# Data fields that belong to a model (its tokenizer, input sizes, pixel normalisation): with
+# `init_from` they follow the model into the new run.
+MODEL_DATA_KEYS = ("tokenizer", "context_length", "image_size", "mean", "std")
+
+
+def apply_init_from(config):
+    """With `config.init_from`, the model section comes from that directory's config.json.
+
+    `init_from` is a finished run's workdir or a directory written by experiments/convert.py. Its
+    `model` section replaces this config's, and so do the data fields the model depends on
+    (`MODEL_DATA_KEYS`; a tokenizer file named relative to that directory is resolved there),
+    so that its parameters fit; the dataset, loss and optimizer stay this config's.
+    """
+    import ml_collections
+
+    source = config.get("init_from", None)
+    if not source:
+        return config
+    path = os.path.join(source, "config.json")
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f"config.init_from={source!r} has no config.json: give a finished run's workdir or a "
+            "directory written by experiments/convert.py"
+        )
+    with open(path) as f:
+        saved = ml_collections.ConfigDict(json.load(f))
+    with config.unlocked():
+        config.model = saved.model
+        for key in MODEL_DATA_KEYS:
+            if key in saved.data:
+                value = saved.data[key]
+                if key == "tokenizer" and os.path.isfile(os.path.join(source, str(value))):
+                    value = os.path.abspath(os.path.join(source, value))
+                config.data[key] = value
+    return config
+
+
+def _init_params(config, train_state: dict) -> dict:
+    """`train_state` with the parameters of `config.init_from`'s newest intact checkpoint."""
+    source = config.init_from
+    step, params = Checkpointer(os.path.join(source, "checkpoints")).restore_params(
+        train_state["params"], describe_change=lambda: f"(config.init_from={source!r})"
+    )
+    print(f"Initialised the parameters from {source} (step {step})", flush=True)
+    return dict(train_state, params=params)
+
+
 def _config_change(workdir: str, config) -> str:
     """Which config keys differ from the run's saved config.json (for a mismatch message)."""
     path = os.path.join(workdir, "config.json")
@@ -214,7 +263,8 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
     """Trains the model `config` describes, resuming from `workdir` if it holds checkpoints.
 
     Args:
-      config: a training config (see experiments/configs).
+      config: a training config (see experiments/configs). With `config.init_from` set, the model
+        and its parameters come from that directory (`apply_init_from`) when the run starts.
       workdir: checkpoints, metrics.jsonl, TensorBoard events, eval.json and plots go here.
       evaluate: evaluate and plot at the end.
       on_step: optional `on_step(step, metrics)` called after each step (hooks, tests).
@@ -231,6 +281,7 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
     from contrastive_jax import models
 
     quiet_logs()
+    config = apply_init_from(config)
     validate_config(config, jax.device_count())
     mesh = make_mesh(config)
     check_workdir(workdir)
@@ -254,6 +305,8 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
         save_interval_steps=config.checkpoint_every,
     )
     first_step, train_state, data_state = _resume(checkpointer, train_state, workdir, config)
+    if first_step == 0 and config.get("init_from", None):
+        train_state = _init_params(config, train_state)
     if data_state is not None:
         iterator.set_state(data_state)
         print(f"Resumed from step {first_step} in {workdir}", flush=True)

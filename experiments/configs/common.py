@@ -22,6 +22,10 @@ def base_config(loss: str = "clip", dataset: str = "shapes_count", model: str = 
     c.log_every = 10
     c.checkpoint_every = 100
     c.keep_checkpoints = 3
+    # A finished run's workdir or an experiments/convert.py directory: its model and parameters
+    # start this run (fine-tuning). None: random initialisation.
+    c.init_from = ml_collections.FieldReference(None, field_type=str)
+    c.mesh = ml_collections.ConfigDict(dict(data=-1))  # data-parallel devices; -1: all of them
 
     c.data = ml_collections.ConfigDict(
         dict(name=dataset, builder_config="default", tokenizer="word", **DATASETS[dataset])
