@@ -22,6 +22,7 @@ DATA = [
     "scikit-learn>=1.4",  # ships the handwritten digits used by digits_captions
     "tokenizers>=0.20",
     "sentencepiece>=0.2",
+    "ftfy>=6.0",  # CLIP's BPE cleans text with it (ids differ without it)
 ]
 TRAIN = ["tqdm>=4.60", "matplotlib>=3.8", "tensorboardX>=2.6"]
 # Test references for the pretrained-model converters and tokenizers (see the Makefile: open_clip_torch

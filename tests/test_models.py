@@ -170,3 +170,12 @@ def test_bad_inputs(built):
     unknown.name = "align"
     with pytest.raises(ValueError):
         models.create_model(unknown, rngs=nnx.Rngs(0))
+
+
+def test_last_token_index_is_a_position_not_a_count():
+    """CLIP's BPE pads with 0, which is also "!": a pad-valued token inside the text must not
+    move the pooled position."""
+    from contrastive_jax.models._towers import last_token_index
+
+    tokens = jnp.array([[5, 0, 7, 0, 0], [0, 0, 0, 0, 0], [1, 2, 3, 4, 5]])
+    assert last_token_index(tokens, 0).tolist() == [2, 0, 4]

@@ -3,7 +3,9 @@
 * `load_source("shapes_count" | "digits_captions" | any prepared TFDS name, split)` → records;
   `check_source(name, config=...)` raises `ConfigError` for an unknown name or builder config;
 * `make_dataset(source, tokenizer=..., batch_size=..., ...)` → resumable batches (grain);
-* tokenizers: `word_tokenizer_for(name)`, `WordTokenizer`, `SentencePieceTokenizer`, `HFTokenizer`;
+* tokenizers: `make_tokenizer(spec, name)` ("word", "clip_bpe", or a `.model` / `.json` / `.txt.gz`
+  file), `word_tokenizer_for(name)`, `WordTokenizer`, `SentencePieceTokenizer`, `HFTokenizer`,
+  `ClipBPETokenizer` (ids equal `open_clip.tokenize`);
 * `zero_shot_prompts(name, question)` → prompts per class for zero-shot evaluation.
 
 TensorFlow is never imported: the builders write array_record and read it with `data_source`.
@@ -21,16 +23,34 @@ from contrastive_jax.data._pipeline import (
     make_dataset,
     pixel_stats,
 )
-from contrastive_jax.data._prompts import QUESTIONS, class_names, zero_shot_prompts
+from contrastive_jax.data._prompts import (
+    OPENAI_IMAGENET_TEMPLATES,
+    QUESTIONS,
+    TEMPLATES,
+    class_names,
+    template_prompts,
+    zero_shot_prompts,
+)
 from contrastive_jax.data._shapes import COLORS, NUMBER_WORDS, SHAPES
+from contrastive_jax.data._tfds_eval import EvalSource, center_square, detect_keys, open_eval_source
 from contrastive_jax.data._tokenizers import (
+    CLIP_BPE,
+    ClipBPETokenizer,
     HFTokenizer,
     SentencePieceTokenizer,
     WordTokenizer,
+    make_tokenizer,
     word_tokenizer_for,
 )
 
 __all__ = [
+    "OPENAI_IMAGENET_TEMPLATES",
+    "TEMPLATES",
+    "EvalSource",
+    "center_square",
+    "detect_keys",
+    "open_eval_source",
+    "template_prompts",
     "COLORS",
     "DIGIT_WORDS",
     "NUMBER_WORDS",
@@ -38,6 +58,8 @@ __all__ = [
     "PIXEL_STD",
     "QUESTIONS",
     "SHAPES",
+    "CLIP_BPE",
+    "ClipBPETokenizer",
     "HFTokenizer",
     "ImageTextFolder",
     "KeyMappedSource",
@@ -48,6 +70,7 @@ __all__ = [
     "default_data_dir",
     "load_source",
     "make_dataset",
+    "make_tokenizer",
     "pixel_stats",
     "word_tokenizer_for",
     "zero_shot_prompts",

@@ -1,13 +1,19 @@
 """Tokenizers with one interface: `encode(texts, context_length) -> int32[N, T]`, `decode`, `vocab_size`, `pad_id`.
 
 Every encoded row is padded at the end with `pad_id`, which the text towers rely on (the
-embedding is read at the last non-pad token). No tokenizer downloads anything.
+embedding is read at the last non-pad token, or where a converted model's `pool` says). A row
+longer than the context is cut so that its end token stays last. `make_tokenizer(spec,
+dataset_name)` picks the tokenizer for a config's `data.tokenizer`. No tokenizer downloads anything.
 """
 
 from __future__ import annotations
 
 import collections
+import gzip
+import html
+import importlib.util
 import json
+import os
 import re
 from collections.abc import Iterable, Sequence
 
@@ -125,10 +131,17 @@ class SentencePieceTokenizer:
 
 
 class HFTokenizer:
-    """A Hugging Face `tokenizers` JSON file (e.g. a CLIP BPE tokenizer built offline).
+    """A Hugging Face `tokenizers` JSON file (e.g. transformers' CLIP `tokenizer.json`).
 
-    Special tokens come from the file's post-processor; padding uses the file's pad token
-    ("<pad>", "[PAD]" or "<|pad|>") or else an extra id one past the vocabulary.
+    Special tokens come from the file's post-processor, as with `add_special_tokens=True`; a row
+    longer than the context keeps its final (end) token last, as transformers' `truncation=True`
+    does. Padding uses the first of: the file's own padding id; the `pad_token` of a
+    `tokenizer_config.json` or `special_tokens_map.json` beside the file; a vocabulary entry named
+    "<pad>", "[PAD]" or "<|pad|>"; the end token the post-processor appends (transformers' CLIP
+    pads with its end token "<|endoftext|>"); else an extra id one past the vocabulary. So a CLIP
+    `tokenizer.json`, even without its config files, gives transformers' `tokenizer(texts,
+    padding="max_length", max_length=T, truncation=True)` ids. The file's own padding length and
+    truncation are ignored: the context length is `encode`'s argument.
     """
 
     PAD_NAMES = ("<pad>", "[PAD]", "<|pad|>")
@@ -137,16 +150,184 @@ class HFTokenizer:
         from tokenizers import Tokenizer
 
         self._tok = Tokenizer.from_file(tokenizer_json)
+        pad_id = self._pad_id(tokenizer_json)
+        self._tok.no_padding()
+        self._tok.no_truncation()
         size = self._tok.get_vocab_size(with_added_tokens=True)
-        pads = [
-            self._tok.token_to_id(name) for name in self.PAD_NAMES if self._tok.token_to_id(name) is not None
-        ]
-        self.pad_id = pads[0] if pads else size
-        self.vocab_size = size + (not pads)
+        self.pad_id = size if pad_id is None else pad_id
+        self.vocab_size = size + (pad_id is None)
+
+    def _pad_id(self, tokenizer_json: str) -> int | None:
+        if self._tok.padding is not None:
+            return self._tok.padding["pad_id"]
+        names = [_sibling_pad_token(os.path.dirname(os.path.abspath(tokenizer_json))), *self.PAD_NAMES]
+        ids = [self._tok.token_to_id(name) for name in names if name is not None]
+        ids = [i for i in ids if i is not None]
+        if ids:
+            return ids[0]
+        added = self._tok.encode("", add_special_tokens=True).ids
+        return added[-1] if added else None
 
     def encode(self, texts: Sequence[str], context_length: int) -> np.ndarray:
         rows = [enc.ids for enc in self._tok.encode_batch(_texts(texts))]
         return _fit(rows, context_length, self.pad_id, keep_last=True)
 
     def decode(self, ids) -> list[str]:
-        return self._tok.decode_batch([[int(i) for i in row if i != self.pad_id] for row in np.asarray(ids)])
+        """Text without special tokens and padding; a BPE end-of-word suffix ("</w>") becomes a space."""
+        texts = self._tok.decode_batch([[int(i) for i in row if i != self.pad_id] for row in np.asarray(ids)])
+        suffix = getattr(self._tok.model, "end_of_word_suffix", None)
+        return [" ".join(t.replace(suffix, " ").split()) for t in texts] if suffix else texts
+
+
+def _sibling_pad_token(directory: str) -> str | None:
+    """`pad_token` of transformers' `tokenizer_config.json` / `special_tokens_map.json` in `directory`."""
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            with open(path) as f:
+                pad = json.load(f).get("pad_token")
+            if isinstance(pad, dict):
+                pad = pad.get("content")
+            if pad:
+                return pad
+    return None
+
+
+CLIP_BPE = "clip_bpe"
+_CLIP_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+# The merges open_clip and OpenAI's CLIP read from their vocabulary file: 49152 - 256 - 2 lines.
+_CLIP_NUM_MERGES = 48894
+# open_clip's pre-tokenisation; text is lower-cased first, so its IGNORECASE flag changes nothing.
+_CLIP_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from the 256 byte values to printable characters."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    others = [b for b in range(256) if b not in printable]
+    return dict(
+        zip(printable + others, [chr(b) for b in printable] + [chr(256 + n) for n in range(len(others))])
+    )
+
+
+def open_clip_vocab_path() -> str | None:
+    """The vocabulary file open_clip ships, if open_clip is installed (it is not imported)."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], _CLIP_VOCAB_FILE)
+    return path if os.path.isfile(path) else None
+
+
+def clip_clean(text: str) -> str:
+    """open_clip's default text cleaning: ftfy, HTML entities undone twice, whitespace runs → one space, lower case."""
+    try:
+        import ftfy
+    except ImportError as e:
+        raise ImportError(
+            "ClipBPETokenizer needs ftfy to clean text exactly as CLIP does: pip install ftfy"
+        ) from e
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return " ".join(text.split()).lower()
+
+
+class ClipBPETokenizer:
+    """OpenAI CLIP's byte-level BPE; ids equal `open_clip.tokenize`'s.
+
+    Each text is cleaned (`clip_clean`), split by CLIP's regular expression, byte-encoded and
+    merged with the vocabulary file's BPE merges into ids of a 49408-entry vocabulary, and becomes
+    `[<start_of_text> 49406, ..., <end_of_text> 49407, 0, ...]`: padded with 0 (open_clip's
+    padding, although id 0 is also "!"), cut to the context with the end token kept last. The end
+    token is the largest id, which is how open_clip's text tower finds it (`pool="argmax"`).
+
+    Args:
+      vocab_path: `bpe_simple_vocab_16e6.txt.gz`; None takes the copy the open_clip package ships.
+      context_length: the default length of `encode`'s rows (77, as CLIP's).
+    """
+
+    pad_id = 0
+
+    def __init__(self, vocab_path: str | None = None, *, context_length: int = 77):
+        from tokenizers import AddedToken, Regex, Tokenizer, pre_tokenizers
+        from tokenizers.models import BPE
+
+        vocab_path = vocab_path or open_clip_vocab_path()
+        if vocab_path is None:
+            raise FileNotFoundError(
+                f"ClipBPETokenizer needs CLIP's vocabulary file {_CLIP_VOCAB_FILE}: pass vocab_path= "
+                "(the file ships with the open_clip_torch package and with OpenAI's CLIP repository)"
+            )
+        with gzip.open(vocab_path, "rt", encoding="utf-8") as f:
+            merges = [tuple(line.split()) for line in f.read().split("\n")[1 : _CLIP_NUM_MERGES + 1]]
+        byte_chars = list(_bytes_to_unicode().values())
+        self.tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
+        self.tokens += ["<start_of_text>", "<end_of_text>"]
+        self.bos_id, self.eos_id = len(self.tokens) - 2, len(self.tokens) - 1
+        self.vocab_size, self.context_length = len(self.tokens), context_length
+        self._byte_values = {c: b for b, c in _bytes_to_unicode().items()}
+
+        model = BPE(
+            vocab={t: i for i, t in enumerate(self.tokens)},
+            merges=merges,
+            continuing_subword_prefix="",
+            end_of_word_suffix="</w>",
+            fuse_unk=False,
+        )
+        self._tok = Tokenizer(model)
+        self._tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(_CLIP_SPLIT), behavior="removed", invert=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+        # open_clip's regular expression matches its two special tokens first, wherever they occur.
+        self._tok.add_special_tokens([AddedToken(t, normalized=False) for t in self.tokens[-2:]])
+
+    def encode(self, texts: Sequence[str], context_length: int | None = None) -> np.ndarray:
+        cleaned = [clip_clean(t) for t in _texts(texts)]
+        rows = [
+            [self.bos_id, *e.ids, self.eos_id]
+            for e in self._tok.encode_batch(cleaned, add_special_tokens=False)
+        ]
+        return _fit(rows, context_length or self.context_length, self.pad_id, keep_last=True)
+
+    def decode(self, ids) -> list[str]:
+        """open_clip's decoding of the tokens between the start and the first end token, stripped.
+
+        Text comes back cleaned and lower-cased, with a space after each word and punctuation run.
+        """
+        texts = []
+        for row in np.asarray(ids).tolist():
+            row = row[1:] if row and row[0] == self.bos_id else row
+            row = row[: row.index(self.eos_id)] if self.eos_id in row else row
+            words = "".join(self.tokens[i] for i in row if i < self.bos_id).split("</w>")
+            raw = b" ".join(bytes(self._byte_values[c] for c in word) for word in words)
+            texts.append(raw.decode("utf-8", errors="replace").strip())
+        return texts
+
+
+def make_tokenizer(spec: str = "word", dataset_name: str | None = None):
+    """The tokenizer a config's `data.tokenizer` names.
+
+    `spec`: "word" (`word_tokenizer_for(dataset_name)`), "clip_bpe" (CLIP's BPE from open_clip's
+    vocabulary file), or a file: a SentencePiece `.model`, a Hugging Face `.json`, CLIP's BPE
+    vocabulary `.txt.gz`. Anything else raises ValueError.
+    """
+    spec = str(spec)
+    if spec in _NAMED_TOKENIZERS:
+        return _NAMED_TOKENIZERS[spec](dataset_name)
+    for suffix, tokenizer_class in _TOKENIZER_FILES:
+        if spec.endswith(suffix):
+            return tokenizer_class(spec)
+    raise ValueError(
+        f"unknown tokenizer {spec!r}: use 'word', 'clip_bpe', or a file ending in "
+        + ", ".join(suffix for suffix, _ in _TOKENIZER_FILES)
+    )
+
+
+_NAMED_TOKENIZERS = {"word": word_tokenizer_for, CLIP_BPE: lambda _: ClipBPETokenizer()}
+_TOKENIZER_FILES = ((".model", SentencePieceTokenizer), (".json", HFTokenizer), (".txt.gz", ClipBPETokenizer))

@@ -82,3 +82,58 @@ def counting_accuracy(image_emb: np.ndarray, text_emb: np.ndarray, counterfactua
     true_sim = np.sum(np.asarray(image_emb) * np.asarray(text_emb), axis=1)
     cf_sim = np.sum(np.asarray(image_emb) * np.asarray(counterfactual_emb), axis=1)
     return float(np.mean(true_sim > cf_sim))
+
+
+def zero_shot_topk(
+    image_emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)
+) -> dict[str, float]:
+    """`{"top1": ..., "top5": ...}`: fractions of images whose label is among the K best classes.
+
+    A label's rank counts the classes scoring higher, and equal-scoring classes of lower index
+    (so top-1 agrees with `zero_shot_accuracy`'s argmax). K larger than the class count is left out.
+    """
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= class_emb.shape[0]):
+        raise ValueError(f"labels must lie in [0, {class_emb.shape[0]})")
+    scores = np.asarray(image_emb, np.float64) @ np.asarray(class_emb, np.float64).T
+    label_score = scores[np.arange(len(labels)), labels][:, None]
+    lower_index = np.arange(scores.shape[1])[None, :] < labels[:, None]
+    rank = np.sum((scores > label_score) | ((scores == label_score) & lower_index), axis=1)
+    return {f"top{k}": float(np.mean(rank < k)) for k in ks if k <= scores.shape[1]}
+
+
+def retrieval_recall_grouped(
+    image_emb: np.ndarray, text_emb: np.ndarray, text_image: np.ndarray, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
+    """Recall@K with several captions per image (the COCO / Flickr30k protocol).
+
+    Image→text: an image is a hit if any of its captions ranks in the top K of all `M` texts;
+    text→image: a caption is a hit if its image ranks in the top K of all `N` images. Ties count
+    against the query, as in `retrieval_recall`.
+
+    Args:
+      image_emb: `f[N, E]`; text_emb: `f[M, E]`; text_image: `int[M]`, the image of each caption.
+    """
+    image_emb, text_emb = np.asarray(image_emb, np.float64), np.asarray(text_emb, np.float64)
+    text_image = np.asarray(text_image)
+    image_ids = np.arange(image_emb.shape[0])
+    results = {}
+    for name, queries, items, query_keys, item_keys in (
+        ("image_to_text", image_emb, text_emb, image_ids, text_image),
+        ("text_to_image", text_emb, image_emb, text_image, image_ids),
+    ):
+        rank = _ranks(queries, items, query_keys, item_keys)
+        for k in ks:
+            results[f"{name}_r@{k}"] = float(np.mean(rank < k))
+    return results
+
+
+def _ranks(queries, items, query_keys, item_keys, chunk: int = 1024) -> np.ndarray:
+    """Per query: the incorrect items scoring at least as high as its best correct one."""
+    ranks = []
+    for start in range(0, len(queries), chunk):
+        scores = queries[start : start + chunk] @ items.T
+        correct = query_keys[start : start + chunk, None] == item_keys[None, :]
+        best_correct = np.max(np.where(correct, scores, -np.inf), axis=1)
+        ranks.append(np.sum((scores >= best_correct[:, None]) & ~correct, axis=1))
+    return np.concatenate(ranks)

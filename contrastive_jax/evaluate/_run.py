@@ -45,6 +45,8 @@ def embed_split(model, config, tokenizer, split: str = "test") -> dict[str, np.n
         num_epochs=1,
         drop_remainder=False,
         image_size=config.data.image_size,
+        pixel_mean=data.pixel_stats(config.data)[0],
+        pixel_std=data.pixel_stats(config.data)[1],
     )
     chunks: dict[str, list] = {}
     limit = config.eval.get("max_examples", 0) or None

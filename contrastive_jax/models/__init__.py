@@ -1,7 +1,8 @@
 """Flax NNX models: ViT and text towers, CLIP, SigLIP and CoCa.
 
 `create_model(model_config("tiny", "clip"), rngs=nnx.Rngs(0))` builds a model whose call
-returns exactly what the matching loss takes.
+returns exactly what the matching loss takes. `from_open_clip`, `from_hf_clip`,
+`from_hf_siglip` convert PyTorch checkpoints into these models; `to_*` convert back.
 """
 
 from contrastive_jax.models._config import (
@@ -13,10 +14,23 @@ from contrastive_jax.models._config import (
     summary,
 )
 from contrastive_jax.models._contrastive import CLIP, MODELS, CoCa, SigLIP
-from contrastive_jax.models._layers import MLP, AttentionalPooler, Block, Transformer
-from contrastive_jax.models._towers import TextTransformer, VisionTransformer
+from contrastive_jax.models._layers import ACTIVATIONS, MLP, AttentionalPooler, Block, Transformer
+from contrastive_jax.models._pretrained import (
+    config_from_hf_clip,
+    config_from_hf_siglip,
+    config_from_open_clip,
+    from_hf_clip,
+    from_hf_siglip,
+    from_open_clip,
+    load_state_dict,
+    to_hf_clip,
+    to_hf_siglip,
+    to_open_clip,
+)
+from contrastive_jax.models._towers import TextTransformer, VisionTransformer, pooled_index
 
 __all__ = [
+    "ACTIVATIONS",
     "CLIP",
     "MLP",
     "MODELS",
@@ -28,9 +42,20 @@ __all__ = [
     "TextTransformer",
     "Transformer",
     "VisionTransformer",
+    "config_from_hf_clip",
+    "config_from_hf_siglip",
+    "config_from_open_clip",
     "count_params",
     "create_model",
     "estimate_flops",
+    "from_hf_clip",
+    "from_hf_siglip",
+    "from_open_clip",
+    "load_state_dict",
     "model_config",
+    "pooled_index",
     "summary",
+    "to_hf_clip",
+    "to_hf_siglip",
+    "to_open_clip",
 ]

@@ -19,8 +19,25 @@ def _dtype(name: str):
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
 
 
+# Tower options a config may leave out (older configs and the presets): today's layout. The
+# converters in `_pretrained` write every one of them.
+VISION_DEFAULTS = dict(
+    act="gelu_tanh", mlp_dim=0, norm_eps=1e-6, patch_bias=False, pre_norm=True, map_style="coca", proj=True
+)
+TEXT_DEFAULTS = dict(
+    act="gelu_tanh", mlp_dim=0, norm_eps=1e-6, causal=True, pool="last", eos_id=0, proj_bias=False
+)
+
+
+def _options(section, defaults) -> dict:
+    return {key: section.get(key, default) for key, default in defaults.items()}
+
+
 def _vision(config, embed_dim, dtype, rngs, pool=None):
     v = config.vision
+    options = _options(v, VISION_DEFAULTS)
+    if not options.pop("proj"):  # SigLIP: the pooled vision output is the embedding
+        embed_dim = None
     return VisionTransformer(
         image_size=v.image_size,
         patch_size=v.patch_size,
@@ -32,6 +49,7 @@ def _vision(config, embed_dim, dtype, rngs, pool=None):
         pool=pool or v.pool,
         dtype=dtype,
         rngs=rngs,
+        **options,
     )
 
 
@@ -49,6 +67,7 @@ def _text(config, embed_dim, dtype, rngs, cls_token=False):
         cls_token=cls_token,
         dtype=dtype,
         rngs=rngs,
+        **_options(t, TEXT_DEFAULTS),
     )
 
 

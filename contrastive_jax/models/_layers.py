@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 Array = jax.Array
+
+# The MLP non-linearity, by the names PyTorch sources use. "gelu_tanh" (the default, today's
+# models) is the tanh approximation (transformers' "gelu_pytorch_tanh", big_vision's default);
+# "gelu" is the exact erf form (torch.nn.GELU, LAION's open_clip models); "quick_gelu" is
+# x·σ(1.702x), the activation OpenAI's CLIP weights were trained with (Radford et al. 2021).
+ACTIVATIONS = {
+    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+}
 
 
 def _attention(num_heads: int, width: int, dtype, rngs: nnx.Rngs, kv_width: int | None = None):
@@ -25,22 +37,38 @@ def _attention(num_heads: int, width: int, dtype, rngs: nnx.Rngs, kv_width: int 
 
 
 class MLP(nnx.Module):
-    """`Linear → GELU → Linear`, hidden width `mlp_ratio · width`."""
+    """`Linear → act → Linear`, hidden width `mlp_dim` (default `int(mlp_ratio · width)`).
 
-    def __init__(self, width: int, mlp_ratio: float, *, dtype, rngs: nnx.Rngs):
-        hidden = int(width * mlp_ratio)
+    `act` names an entry of `ACTIVATIONS` ("gelu_tanh", "gelu", "quick_gelu").
+    """
+
+    def __init__(
+        self,
+        width: int,
+        mlp_ratio: float,
+        *,
+        dtype,
+        rngs: nnx.Rngs,
+        act: str = "gelu_tanh",
+        mlp_dim: int | None = None,
+    ):
+        if act not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {act!r}; choose one of {sorted(ACTIVATIONS)}")
+        hidden = mlp_dim or int(width * mlp_ratio)
+        self.act = act
         self.fc1 = nnx.Linear(width, hidden, dtype=dtype, rngs=rngs)
         self.fc2 = nnx.Linear(hidden, width, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: Array) -> Array:
-        return self.fc2(jax.nn.gelu(self.fc1(x)))
+        return self.fc2(ACTIVATIONS[self.act](self.fc1(x)))
 
 
 class Block(nnx.Module):
     """Pre-LN transformer block: `x + Attn(LN(x))`, then `x + MLP(LN(x))`.
 
     With `cross_width`, a cross-attention sub-layer to a second sequence sits between the two
-    (the multimodal decoder of CoCa).
+    (the multimodal decoder of CoCa). `act`, `mlp_dim` (see `MLP`) and the LayerNorm epsilon
+    `norm_eps` let converted PyTorch models keep their own (open_clip and CLIP use 1e-5).
     """
 
     def __init__(
@@ -52,16 +80,19 @@ class Block(nnx.Module):
         dtype,
         rngs: nnx.Rngs,
         cross_width: int | None = None,
+        act: str = "gelu_tanh",
+        mlp_dim: int | None = None,
+        norm_eps: float = 1e-6,
     ):
-        self.norm1 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+        self.norm1 = nnx.LayerNorm(width, epsilon=norm_eps, dtype=dtype, rngs=rngs)
         self.attn = _attention(num_heads, width, dtype, rngs)
         if cross_width is not None:
-            self.norm_cross = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+            self.norm_cross = nnx.LayerNorm(width, epsilon=norm_eps, dtype=dtype, rngs=rngs)
             self.cross_attn = _attention(num_heads, width, dtype, rngs, kv_width=cross_width)
         else:
             self.cross_attn = None
-        self.norm2 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
-        self.mlp = MLP(width, mlp_ratio, dtype=dtype, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(width, epsilon=norm_eps, dtype=dtype, rngs=rngs)
+        self.mlp = MLP(width, mlp_ratio, dtype=dtype, rngs=rngs, act=act, mlp_dim=mlp_dim)
 
     def __call__(self, x: Array, *, mask: Array | None = None, context: Array | None = None) -> Array:
         h = self.norm1(x)
@@ -72,7 +103,10 @@ class Block(nnx.Module):
 
 
 class Transformer(nnx.Module):
-    """A stack of `depth` blocks sharing one mask (and one cross-attention context)."""
+    """A stack of `depth` blocks sharing one mask (and one cross-attention context).
+
+    `block_options` (`act`, `mlp_dim`, `norm_eps`) go to every `Block`.
+    """
 
     def __init__(
         self,
@@ -84,12 +118,21 @@ class Transformer(nnx.Module):
         dtype,
         rngs: nnx.Rngs,
         cross_width: int | None = None,
+        **block_options,
     ):
         if width % num_heads:
             raise ValueError(f"width {width} must be divisible by num_heads {num_heads}")
         self.blocks = nnx.List(
             [
-                Block(width, num_heads, mlp_ratio, dtype=dtype, rngs=rngs, cross_width=cross_width)
+                Block(
+                    width,
+                    num_heads,
+                    mlp_ratio,
+                    dtype=dtype,
+                    rngs=rngs,
+                    cross_width=cross_width,
+                    **block_options,
+                )
                 for _ in range(depth)
             ]
         )
@@ -104,18 +147,46 @@ class AttentionalPooler(nnx.Module):
     """`num_queries` learned queries cross-attend to a token sequence, then LayerNorm.
 
     CoCa's task-specific attentional pooling: one query gives the contrastive image embedding,
-    the others the image tokens the captioning decoder attends to (Yu et al. 2022, §3.2).
+    the others the image tokens the captioning decoder attends to (Yu et al. 2022, §3.2):
+    `h = Attn(q, LN(x))`, output `LN(h)`.
+
+    With `style="siglip"` it is instead the MAP head of big_vision and SigLIP (Zhai et al. 2023):
+    no LayerNorm on the tokens, and a residual MLP after the attention, `h + MLP(LN(h))`
+    (`act`, `mlp_dim`, `norm_eps` as in `Block`).
     """
 
     def __init__(
-        self, width: int, context_width: int, num_queries: int, num_heads: int, *, dtype, rngs: nnx.Rngs
+        self,
+        width: int,
+        context_width: int,
+        num_queries: int,
+        num_heads: int,
+        *,
+        dtype,
+        rngs: nnx.Rngs,
+        style: str = "coca",
+        act: str = "gelu_tanh",
+        mlp_dim: int | None = None,
+        norm_eps: float = 1e-6,
     ):
+        if style not in ("coca", "siglip"):
+            raise ValueError(f"unknown pooler style {style!r}; choose 'coca' or 'siglip'")
         self.queries = nnx.Param(jax.random.normal(rngs.params(), (num_queries, width)) * 0.02)
-        self.norm_context = nnx.LayerNorm(context_width, dtype=dtype, rngs=rngs)
+        self.norm_context = (
+            nnx.LayerNorm(context_width, epsilon=norm_eps, dtype=dtype, rngs=rngs)
+            if style == "coca"
+            else None
+        )
         self.attn = _attention(num_heads, width, dtype, rngs, kv_width=context_width)
-        self.norm = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+        self.norm = nnx.LayerNorm(width, epsilon=norm_eps, dtype=dtype, rngs=rngs)
+        self.mlp = (
+            MLP(width, 4.0, dtype=dtype, rngs=rngs, act=act, mlp_dim=mlp_dim) if style == "siglip" else None
+        )
 
     def __call__(self, tokens: Array) -> Array:
-        context = self.norm_context(tokens)
+        context = tokens if self.norm_context is None else self.norm_context(tokens)
         queries = jnp.broadcast_to(self.queries.value, (tokens.shape[0], *self.queries.value.shape))
-        return self.norm(self.attn(queries.astype(context.dtype), context, context))
+        pooled = self.attn(queries.astype(context.dtype), context, context)
+        if self.mlp is None:
+            return self.norm(pooled)
+        return pooled + self.mlp(self.norm(pooled))

@@ -11,6 +11,7 @@ from contrastive_jax.models._layers import AttentionalPooler, Transformer
 
 Array = jax.Array
 POOLS = ("cls", "gap", "map")
+TEXT_POOLS = ("last", "argmax", "eos", "final")
 
 
 class VisionTransformer(nnx.Module):
@@ -19,6 +20,12 @@ class VisionTransformer(nnx.Module):
     `images: f[B, H, W, 3]` (normalised pixels) → `f32[B, embed_dim]`. Layout as CLIP's ViT: a
     bias-free patch convolution, class token, learned position embeddings, LayerNorm before and
     after the transformer, and a bias-free projection.
+
+    Options for converted PyTorch models (defaults are the layout above): `patch_bias` (SigLIP's
+    patch convolution has a bias), `pre_norm=False` (no LayerNorm before the transformer, as
+    SigLIP), `map_style` ("coca" or "siglip", see `AttentionalPooler`) for `pool="map"`, and
+    `act`, `mlp_dim`, `norm_eps` for every block (see `Block`). `pool="cls"` prepends a class
+    token; the other pools have none.
 
     References:
       Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021; Radford et al. 2021 (CLIP).
@@ -37,6 +44,12 @@ class VisionTransformer(nnx.Module):
         pool: str = "cls",
         dtype=jnp.float32,
         rngs: nnx.Rngs,
+        act: str = "gelu_tanh",
+        mlp_dim: int | None = None,
+        norm_eps: float = 1e-6,
+        patch_bias: bool = False,
+        pre_norm: bool = True,
+        map_style: str = "coca",
     ):
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
@@ -49,7 +62,7 @@ class VisionTransformer(nnx.Module):
             (patch_size, patch_size),
             strides=patch_size,
             padding="VALID",
-            use_bias=False,
+            use_bias=patch_bias,
             dtype=dtype,
             rngs=rngs,
         )
@@ -57,11 +70,18 @@ class VisionTransformer(nnx.Module):
             nnx.Param(jax.random.normal(rngs.params(), (width,)) * width**-0.5) if pool == "cls" else None
         )
         self.pos_embed = nnx.Param(jax.random.normal(rngs.params(), (num_tokens, width)) * width**-0.5)
-        self.norm_pre = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
-        self.transformer = Transformer(width, depth, num_heads, mlp_ratio, dtype=dtype, rngs=rngs)
-        self.norm_post = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+        block_options = dict(act=act, mlp_dim=mlp_dim, norm_eps=norm_eps)
+        self.norm_pre = nnx.LayerNorm(width, epsilon=norm_eps, dtype=dtype, rngs=rngs) if pre_norm else None
+        self.transformer = Transformer(
+            width, depth, num_heads, mlp_ratio, dtype=dtype, rngs=rngs, **block_options
+        )
+        self.norm_post = nnx.LayerNorm(width, epsilon=norm_eps, dtype=dtype, rngs=rngs)
         self.pooler = (
-            AttentionalPooler(width, width, 1, num_heads, dtype=dtype, rngs=rngs) if pool == "map" else None
+            AttentionalPooler(
+                width, width, 1, num_heads, dtype=dtype, rngs=rngs, style=map_style, **block_options
+            )
+            if pool == "map"
+            else None
         )
         self.proj = (
             nnx.Linear(width, embed_dim, use_bias=False, dtype=dtype, rngs=rngs) if embed_dim else None
@@ -78,7 +98,9 @@ class VisionTransformer(nnx.Module):
         if self.cls_token is not None:
             cls = jnp.broadcast_to(self.cls_token.value.astype(x.dtype), (x.shape[0], 1, x.shape[-1]))
             x = jnp.concatenate([cls, x], axis=1)
-        x = self.norm_pre(x + self.pos_embed.value.astype(x.dtype))
+        x = x + self.pos_embed.value.astype(x.dtype)
+        if self.norm_pre is not None:
+            x = self.norm_pre(x)
         tokens = self.norm_post(self.transformer(x))
         if self.pool == "cls":
             pooled = tokens[:, 0]
@@ -93,9 +115,30 @@ class VisionTransformer(nnx.Module):
 
 
 def last_token_index(tokens: Array, pad_id: int) -> Array:
-    """Index of the last non-pad token of each row (0 for an all-pad row): `int32[B]`."""
-    count = jnp.sum(tokens != pad_id, axis=-1)
-    return jnp.maximum(count - 1, 0).astype(jnp.int32)
+    """Index of the last non-pad token of each row (0 for an all-pad row): `int32[B]`.
+
+    The position, not a count: a vocabulary whose pad id is also a real token (CLIP's BPE pads
+    with 0, which is "!") may hold pad-valued tokens inside the text.
+    """
+    real = tokens != pad_id
+    last = tokens.shape[-1] - 1 - jnp.argmax(real[..., ::-1], axis=-1)
+    return jnp.where(jnp.any(real, axis=-1), last, 0).astype(jnp.int32)
+
+
+def pooled_index(tokens: Array, pool: str, pad_id: int, eos_id: int) -> Array:
+    """Position each text row is pooled at: `int32[B]`.
+
+    "last": the last non-pad token (`last_token_index`); "argmax": the largest id, i.e. the
+    end-of-text token of CLIP's BPE (open_clip, OpenAI CLIP); "eos": the first `eos_id`
+    (transformers' CLIP); "final": position T−1 whatever it holds (SigLIP).
+    """
+    if pool == "last":
+        return last_token_index(tokens, pad_id)
+    if pool == "argmax":
+        return jnp.argmax(tokens, axis=-1).astype(jnp.int32)
+    if pool == "eos":
+        return jnp.argmax(tokens == eos_id, axis=-1).astype(jnp.int32)
+    return jnp.full(tokens.shape[:1], tokens.shape[1] - 1, jnp.int32)
 
 
 class TextTransformer(nnx.Module):
@@ -104,6 +147,11 @@ class TextTransformer(nnx.Module):
     `tokens: int[B, T]` (T ≤ context_length, padding with `pad_id` at the end) → `f32[B, embed_dim]`.
     Causal attention lets the last real token see the whole text and no padding after it, so
     trailing padding never changes the embedding.
+
+    Options for converted PyTorch models (defaults are the layout above): `pool` (see
+    `pooled_index`: "argmax" for open_clip, "eos" with `eos_id` for transformers' CLIP, "final"
+    for SigLIP), `causal=False` (SigLIP's text attention is bidirectional), `proj_bias`
+    (SigLIP's text head has a bias), and `act`, `mlp_dim`, `norm_eps` (see `Block`).
 
     With `cls_token=True` (CoCa's unimodal decoder), a learned token is appended after position
     T−1; it attends to every non-pad token and its output is the embedding. `return_tokens`
@@ -124,18 +172,39 @@ class TextTransformer(nnx.Module):
         cls_token: bool = False,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
+        act: str = "gelu_tanh",
+        mlp_dim: int | None = None,
+        norm_eps: float = 1e-6,
+        causal: bool = True,
+        pool: str = "last",
+        eos_id: int = 0,
+        proj_bias: bool = False,
     ):
+        _checks.one_of("pool", pool, TEXT_POOLS)
+        if cls_token and (pool != "last" or not causal):
+            raise ValueError("cls_token=True needs pool='last' and causal=True")
         self.context_length, self.pad_id, self.dtype = context_length, pad_id, dtype
+        self.causal, self.pool, self.eos_id = causal, pool, eos_id
         self.vocab_size = vocab_size
         self.token_embed = nnx.Embed(vocab_size, width, dtype=dtype, rngs=rngs)
         self.pos_embed = nnx.Param(
             jax.random.normal(rngs.params(), (context_length + cls_token, width)) * 0.01
         )
         self.cls = nnx.Param(jax.random.normal(rngs.params(), (width,)) * 0.02) if cls_token else None
-        self.transformer = Transformer(width, depth, num_heads, mlp_ratio, dtype=dtype, rngs=rngs)
-        self.norm_final = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+        self.transformer = Transformer(
+            width,
+            depth,
+            num_heads,
+            mlp_ratio,
+            dtype=dtype,
+            rngs=rngs,
+            act=act,
+            mlp_dim=mlp_dim,
+            norm_eps=norm_eps,
+        )
+        self.norm_final = nnx.LayerNorm(width, epsilon=norm_eps, dtype=dtype, rngs=rngs)
         self.proj = (
-            nnx.Linear(width, embed_dim, use_bias=False, dtype=dtype, rngs=rngs) if embed_dim else None
+            nnx.Linear(width, embed_dim, use_bias=proj_bias, dtype=dtype, rngs=rngs) if embed_dim else None
         )
 
     def check_tokens(self, tokens) -> Array:
@@ -149,7 +218,7 @@ class TextTransformer(nnx.Module):
         batch, length = tokens.shape
         x = self.token_embed(tokens) + self.pos_embed.value[:length].astype(self.dtype)
         if self.cls is None:
-            mask = jnp.tril(jnp.ones((length, length), bool))[None, None]
+            mask = jnp.tril(jnp.ones((length, length), bool))[None, None] if self.causal else None
         else:
             # The CLS token always takes the last position embedding, whatever the padded length,
             # and attends to the text but not to padding; every position keeps itself so that no
@@ -162,9 +231,8 @@ class TextTransformer(nnx.Module):
             mask = ((causal[None] & key_is_text[:, None, :]) | jnp.eye(length, dtype=bool))[:, None]
         out = self.norm_final(self.transformer(x, mask=mask))
         if self.cls is None:
-            pooled = jnp.take_along_axis(out, last_token_index(tokens, self.pad_id)[:, None, None], axis=1)[
-                :, 0
-            ]
+            index = pooled_index(tokens, self.pool, self.pad_id, self.eos_id)
+            pooled = jnp.take_along_axis(out, index[:, None, None], axis=1)[:, 0]
             token_out = out
         else:
             pooled, token_out = out[:, -1], out[:, :-1]

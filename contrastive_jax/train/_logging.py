@@ -31,8 +31,8 @@ class MetricWriter:
         try:
             from tensorboardX import SummaryWriter
 
-            purge = initial_step + 1 if initial_step > 0 else None
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
+            # Also at step 0: a run killed before its first checkpoint committed starts afresh.
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=initial_step + 1)
         except ImportError:  # pragma: no cover - optional
             self._tb = None
         try:

@@ -79,18 +79,12 @@ def _to_global(batch: dict, mesh) -> dict:
 
 
 def make_tokenizer(data_config):
-    """`data_config.tokenizer`: "word" (built from the embedded dataset), a SentencePiece `.model`
-    file or a Hugging Face `tokenizers` `.json` file."""
+    """`data_config.tokenizer`: "word" (built from the embedded dataset), "clip_bpe" (OpenAI's BPE),
+    a SentencePiece `.model`, a Hugging Face `tokenizers` `.json` or a CLIP BPE `.txt.gz` file
+    (`data.make_tokenizer`)."""
     from contrastive_jax import data
 
-    kind = data_config.get("tokenizer", "word")
-    if kind == "word":
-        return data.word_tokenizer_for(data_config.name)
-    if kind.endswith(".model"):
-        return data.SentencePieceTokenizer(kind)
-    if kind.endswith(".json"):
-        return data.HFTokenizer(kind)
-    raise ValueError(f"data.tokenizer must be 'word', a .model or a .json file, got {kind!r}")
+    return data.make_tokenizer(data_config.get("tokenizer", "word"), data_config.name)
 
 
 def _build_input(config, split: str, *, shuffle: bool, num_epochs=None, seed_offset: int = 0):
@@ -286,11 +280,17 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
     mesh = make_mesh(config)
     check_workdir(workdir)
 
-    # Input; the text tower's vocabulary is the tokenizer's.
+    # Input; the text tower's vocabulary is the tokenizer's (or, fine-tuning, the source model's).
     source, tokenizer, dataset = _build_input(config, "train", shuffle=True)
     iterator = iter(dataset)
-    with config.unlocked():
-        config.model.text.vocab_size = tokenizer.vocab_size
+    if not config.get("init_from", None):
+        with config.unlocked():
+            config.model.text.vocab_size = tokenizer.vocab_size
+    elif tokenizer.vocab_size > config.model.text.vocab_size:  # a pretrained table keeps its size
+        raise ConfigError(
+            f"the tokenizer has {tokenizer.vocab_size} ids but the model from config.init_from embeds "
+            f"{config.model.text.vocab_size}: use the tokenizer it was converted with"
+        )
 
     # Model, optimizer, loss state; then resume if the workdir has a checkpoint.
     shard_state = bool(config.loss.get("shard_state", False)) and needs_loss_state(config.loss.name)
@@ -383,10 +383,16 @@ def load_run(workdir: str):
         )
     with open(path) as f:
         config = ml_collections.ConfigDict(json.load(f))
-    source = data.load_source(config.data.name, "train", config=config.data.get("builder_config", None))
+    tokenizer_file = os.path.join(workdir, str(config.data.get("tokenizer", "word")))
+    if os.path.isfile(tokenizer_file):  # a converted directory names its tokenizer relative to itself
+        config.data.tokenizer = os.path.abspath(tokenizer_file)
+    num_samples = 1  # only a per-sample loss state needs the training set's size
+    if needs_loss_state(config.loss.name):
+        builder = config.data.get("builder_config", None)
+        num_samples = len(data.load_source(config.data.name, "train", config=builder))
     shard_state = bool(config.loss.get("shard_state", False)) and needs_loss_state(config.loss.name)
     shards = make_mesh(config).size if shard_state else 1
-    _, graphdef, rest, _, state = init_state(config, len(source), state_shards=shards)
+    _, graphdef, rest, _, state = init_state(config, num_samples, state_shards=shards)
     restored = Checkpointer(os.path.join(workdir, "checkpoints")).restore_latest(
         state, describe_change=lambda: _config_change(workdir, config)
     )

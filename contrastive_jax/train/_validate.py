@@ -173,12 +173,12 @@ def _check_model(config) -> None:
 
 def _check_data(config) -> None:
     tokenizer = config.data.get("tokenizer", "word")
-    if tokenizer == "word":
+    if tokenizer in ("word", "clip_bpe"):
         return
-    if not str(tokenizer).endswith((".model", ".json")):
+    if not str(tokenizer).endswith((".model", ".json", ".txt.gz")):
         raise ConfigError(
-            f"config.data.tokenizer is {tokenizer!r}; use 'word', a SentencePiece .model file or a "
-            "Hugging Face tokenizers .json file"
+            f"config.data.tokenizer is {tokenizer!r}; use 'word', 'clip_bpe', a SentencePiece .model file, "
+            "a Hugging Face tokenizers .json file or a CLIP BPE .txt.gz vocabulary"
         )
     if not os.path.isfile(tokenizer):
         raise ConfigError(
