@@ -3,7 +3,7 @@
     python -m experiments.convert --source open_clip --checkpoint open_clip_pytorch_model.bin \
         --model_config ViT-B-32-quickgelu.json --tokenizer clip_bpe --out /tmp/vit_b32_openai
     python -m experiments.convert --source hf_siglip --checkpoint model.safetensors \
-        --model_config config.json --tokenizer tokenizer.json --out /tmp/siglip_base
+        --model_config config.json --tokenizer spiece.model --out /tmp/siglip_base
 
 The output directory has a run's layout: `config.json` (a complete training config whose `model`
 section is the converted architecture, with the source's tokenizer, context length, image size
@@ -38,20 +38,26 @@ def _read_config(path: str) -> dict:
         raise ConfigError(f"cannot read the model config {path!r}: {err}") from err
 
 
-def _place_tokenizer(tokenizer: str, out: str) -> str:
-    """Copies a tokenizer file into `out` (the config names it relative to the directory)."""
+def _place_tokenizer(tokenizer: str, out: str, source: str) -> str:
+    """Copies a tokenizer file into `out` (the config names it relative to the directory).
+
+    SigLIP's SentencePiece `spiece.model` is named "siglip:spiece.model": transformers'
+    SiglipTokenizer rules (no punctuation, lower case, `</s>` padding) go with it.
+    """
     from contrastive_jax.train import ConfigError
 
     if tokenizer in ("word", "clip_bpe"):  # the embedded datasets' words; OpenAI's BPE
         return tokenizer
-    if not os.path.isfile(tokenizer) or not tokenizer.endswith((".json", ".model", ".txt.gz")):
+    path = tokenizer.removeprefix("siglip:")
+    if not os.path.isfile(path) or not path.endswith((".json", ".model", ".txt.gz")):
         raise ConfigError(
             f"--tokenizer {tokenizer!r} must be 'clip_bpe' or an existing tokenizer.json, SentencePiece "
             ".model or CLIP BPE .txt.gz file (the source's own tokenizer)"
         )
-    name = os.path.basename(tokenizer)
-    shutil.copyfile(tokenizer, os.path.join(out, name))
-    return name
+    name = os.path.basename(path)
+    shutil.copyfile(path, os.path.join(out, name))
+    siglip = tokenizer.startswith("siglip:") or (source == "hf_siglip" and name.endswith(".model"))
+    return f"siglip:{name}" if siglip else name
 
 
 def convert(
@@ -65,8 +71,9 @@ def convert(
       model_config: the source's own config JSON (open_clip's model config; transformers'
         `config.json`).
       tokenizer: "clip_bpe" (OpenAI's BPE, ids equal to open_clip.tokenize), or the source's
-        tokenizer file (tokenizer.json, SentencePiece .model, BPE .txt.gz) copied into `out`;
-        "word" for the embedded datasets' word vocabulary (tests).
+        tokenizer file (tokenizer.json, SentencePiece .model, BPE .txt.gz) copied into `out`
+        (for hf_siglip a .model is SigLIP's spiece.model: ids equal transformers'
+        SiglipTokenizer); "word" for the embedded datasets' word vocabulary (tests).
       out: the directory to write (must not hold checkpoints yet).
       mean, std: pixel statistics (per channel); default: the source's.
     """
@@ -88,7 +95,7 @@ def convert(
     config = base_config(loss=family, model=family)
     with config.unlocked():
         config.model = model_cfg
-        config.data.tokenizer = _place_tokenizer(tokenizer, out)
+        config.data.tokenizer = _place_tokenizer(tokenizer, out, source)
         config.data.context_length = int(model_cfg.text.context_length)
         config.data.image_size = int(model_cfg.vision.image_size)
         config.data.mean = list(mean or source_mean)
@@ -97,7 +104,7 @@ def convert(
     # what restores here is exactly what `init_from` and evaluation will rebuild.
     from flax import nnx
 
-    _, _, _, _, state = init_state(config, num_samples=1)
+    _, _, _, _, state, _ = init_state(config, num_samples=1)
     _, params, _ = nnx.split(model, nnx.Param, ...)
     expected, got = jax_specs(state["params"]), jax_specs(params)
     if expected != got:
@@ -138,7 +145,10 @@ if __name__ == "__main__":
     flags.DEFINE_string("checkpoint", None, "The source's weights file.", required=True)
     flags.DEFINE_string("model_config", None, "The source's model config JSON.", required=True)
     flags.DEFINE_string(
-        "tokenizer", None, "The source's tokenizer.json / .model file to copy.", required=True
+        "tokenizer",
+        None,
+        "clip_bpe, or the source's tokenizer.json / .model (SigLIP: spiece.model) / .txt.gz file to copy.",
+        required=True,
     )
     flags.DEFINE_string("out", None, "Directory to write.", required=True)
     from experiments import _cli

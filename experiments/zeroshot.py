@@ -5,7 +5,8 @@
 DIR is a training run's workdir or a directory written by experiments/convert.py. A dataset with
 an image and a `ClassLabel` label is classified zero-shot (top-1, top-5 with ≥ 5 classes; class
 names from the label feature, "_" → " "); one with captions gets image↔text recall@1/5/10; one
-with both gets both. Writes `DIR/zeroshot_<dataset>_<split>.json` and prints it. An unknown
+with both gets both. `--class_names FILE` names the classes where the label feature holds ids
+(TFDS's imagenet2012: WordNet ids; write CLIP's 1,000 names one per line). Writes `DIR/zeroshot_<dataset>_<split>.json` and prints it. An unknown
 dataset or split, missing features or a directory that is not a run end with one line `error: ...`.
 """
 
@@ -32,6 +33,9 @@ _BATCH = flags.DEFINE_integer("batch_size", 256, "Images / texts per forward pas
 _IMAGE_KEY = flags.DEFINE_string("image_key", None, "Image feature (default: detected).")
 _LABEL_KEY = flags.DEFINE_string("label_key", None, "ClassLabel feature (default: detected).")
 _CAPTION_KEY = flags.DEFINE_string("caption_key", None, "Text feature, '/' for nested (default: detected).")
+_CLASS_NAMES = flags.DEFINE_string(
+    "class_names", None, "A text file of class names, one per line in label order (e.g. for imagenet2012)."
+)
 flags.declare_key_flag("debug")
 
 
@@ -48,6 +52,8 @@ def main(argv):
         label_key=_LABEL_KEY.value,
         caption_key=_CAPTION_KEY.value,
     )
+    if _CLASS_NAMES.value:
+        source = data.with_class_names(source, _CLASS_NAMES.value)
     config, model, step, tokenizer = train.load_run(_WORKDIR.value)
     results = evaluate.evaluate_tfds(
         model,

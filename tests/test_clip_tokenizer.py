@@ -218,3 +218,53 @@ def test_make_tokenizer(tmp_path, hf_clip):
             data.make_tokenizer(spec)
     with pytest.raises(ValueError, match="no built-in vocabulary"):
         data.make_tokenizer("word", "imagenet")
+
+
+def _siglip_spiece(path, model_type="unigram", dummy_prefix=True):
+    """A SentencePiece model laid out as SigLIP's spiece.model (pad 0, </s> 1, <unk> 2, no <s>)."""
+    import sentencepiece
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "corpus.txt").write_text("\n".join(c.replace("\n", " ") for c in CAPTIONS))
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(path / "corpus.txt"),
+        model_prefix=str(path / "spiece"),
+        vocab_size=250,
+        hard_vocab_limit=False,
+        model_type=model_type,
+        add_dummy_prefix=dummy_prefix,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        minloglevel=2,
+    )
+    return str(path / "spiece.model")
+
+
+@pytest.mark.parametrize("model_type, dummy_prefix", [("unigram", True), ("bpe", True), ("unigram", False)])
+def test_siglip_tokenizer_equals_transformers(tmp_path, model_type, dummy_prefix):
+    """Every caption, prompt, template and edge case: the ids of transformers' SiglipTokenizer."""
+    transformers = pytest.importorskip("transformers")
+    model = _siglip_spiece(tmp_path, model_type, dummy_prefix)
+    reference = transformers.SiglipTokenizer(vocab_file=model)
+    ours = data.make_tokenizer(f"siglip:{model}")
+    assert isinstance(ours, data.SiglipTokenizer) and ours.pad_id == ours.eos_id == 1
+    assert len(CAPTIONS) >= 1000
+    for length in (8, 64):  # 8: most captions cut, </s> kept last
+        want = reference(CAPTIONS, padding="max_length", max_length=length, truncation=True)["input_ids"]
+        got = ours.encode(CAPTIONS, length)
+        mismatched = [text for text, w, g in zip(CAPTIONS, want, got.tolist()) if w != g]
+        assert not mismatched, mismatched[:5]
+    # Punctuation and case go, as in big_vision's canonicalize_text; decoding gives the clean text.
+    assert ours.decode(ours.encode(["A Photo, of: a CAT!"], 16)) == ["a photo of a cat"]
+
+
+def test_tokenizer_specs_resolve_relative_to_their_directory(tmp_path):
+    (tmp_path / "spiece.model").write_bytes(b"")
+    assert data.resolve_tokenizer("siglip:spiece.model", str(tmp_path)) == f"siglip:{tmp_path}/spiece.model"
+    assert data.resolve_tokenizer("spiece.model", str(tmp_path)) == f"{tmp_path}/spiece.model"
+    assert data.resolve_tokenizer("clip_bpe", str(tmp_path)) == "clip_bpe"
+    assert data.resolve_tokenizer("other.model", str(tmp_path)) == "other.model"
+    assert data.tokenizer_path("siglip:/a/spiece.model") == "/a/spiece.model"
+    assert data.tokenizer_path("word") is None

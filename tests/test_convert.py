@@ -105,3 +105,41 @@ def test_fine_tune_with_the_counting_loss_then_zero_shot_on_tfds(converted, tmp_
     source = data.open_eval_source("zs_colors", "test", data_dir=data_dir)
     results = evaluate.zero_shot_tfds(model, tokenizer, config, source, templates="simple")
     assert step == 3 and 0.0 <= results["zero_shot_top1"] <= results["zero_shot_top5"] <= 1.0
+
+
+def test_siglip_converts_with_its_tokenizer(tmp_path):
+    """hf_siglip + spiece.model: the directory's tokenizer gives transformers' SiglipTokenizer ids,
+    and the restored model's text features on them equal SiglipModel's."""
+    import transformers
+    from safetensors.torch import save_file
+
+    from experiments.convert import convert
+    from tests.test_clip_tokenizer import _siglip_spiece
+    from tests.test_pretrained import hf_features, hf_siglip_config
+
+    spiece = _siglip_spiece(tmp_path / "tok")
+    reference_tokenizer = transformers.SiglipTokenizer(vocab_file=spiece)
+    hf_config = hf_siglip_config()
+    hf_config.text_config.vocab_size = reference_tokenizer.vocab_size
+    ref = torch_refs.randomize(transformers.SiglipModel(hf_config), seed=3)
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps(hf_config.to_dict()))
+    convert(
+        "hf_siglip",
+        str(tmp_path / "model.safetensors"),
+        str(tmp_path / "config.json"),
+        spiece,
+        str(tmp_path / "out"),
+    )
+
+    config, model, _, tokenizer = train.load_run(str(tmp_path / "out"))
+    assert config.data.tokenizer == f"siglip:{tmp_path / 'out' / 'spiece.model'}"
+    texts = ["A photo of THREE red circles.", "a blue square, and two green triangles!", ""]
+    length = config.data.context_length
+    tokens = tokenizer.encode(texts, length)
+    want = reference_tokenizer(texts, padding="max_length", max_length=length, truncation=True)["input_ids"]
+    assert tokens.tolist() == want
+    pixels, nhwc = torch_refs.images(len(texts), config.data.image_size)
+    ref_image, ref_text = hf_features(ref, pixels, np.asarray(tokens, np.int64))
+    np.testing.assert_allclose(model.encode_text(jnp.asarray(tokens)), ref_text, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(model.encode_image(jnp.asarray(nhwc)), ref_image, atol=1e-4, rtol=0)

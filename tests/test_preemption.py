@@ -1,6 +1,8 @@
 """Preemption across hosts: two real processes (jax.distributed on 127.0.0.1) run the real train
-loop; SIGTERM reaches one of them; both save the same step through JAX's preemption sync point
-and exit 0; running the command again finishes with the exact state of an uninterrupted run."""
+loop with FSDP spanning both (parameters and optimizer state split over their 4 devices, each
+process writing its own shards); SIGTERM reaches one of them; both save the same step through
+JAX's preemption sync point and exit 0; running the command again finishes with the exact
+state of an uninterrupted run."""
 
 import json
 import os
@@ -14,7 +16,7 @@ import pytest
 
 from tests.test_multihost import free_port, wait_all
 from tests.test_train import assert_logged_once
-from tests.train_common import assert_same_state, clip_config, saved_state
+from tests.train_common import assert_same_state, clip_config, fsdp_across_hosts, saved_state
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS, PAUSE = 20, 0.15
@@ -64,10 +66,14 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_exactly(data_
     step = stopped[0]["stopped_at"]
     assert 3 <= step < STEPS
     assert (tmp_path / "preempted" / "checkpoints" / str(step)).is_dir()
+    # Each process wrote its own shards (a replicated state is written by process 0 alone).
+    state_dir = tmp_path / "preempted" / "checkpoints" / str(step) / "state"
+    written = [sum(f.stat().st_size for f in (state_dir / f"ocdbt.process_{i}").rglob("*")) for i in (0, 1)]
+    assert min(written) > 0.3 * sum(written), written
 
     assert results(launch(tmp_path / "preempted", pause=0.0)) == [{"steps": STEPS}] * 2
     assert results(reference) == [{"steps": STEPS}] * 2
-    config = clip_config(STEPS)
+    config = fsdp_across_hosts(clip_config(STEPS))
     assert_same_state(
         saved_state(tmp_path / "preempted", config)[1], saved_state(tmp_path / "uninterrupted", config)[1]
     )

@@ -266,3 +266,29 @@ def test_cli_classifies_and_retrieves(prepared, run_dir):
     assert failed.returncode == 1 and failed.stderr.strip().splitlines()[-1].startswith(
         "error: unknown dataset"
     )
+
+
+def test_a_class_names_file_names_the_labels(prepared, tmp_path):
+    """--class_names: names by label order from a file (imagenet2012's labels are WordNet ids)."""
+    colors = data.open_eval_source("zs_colors", "test", data_dir=prepared)
+    config = _config(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
+
+    def top1(source):
+        return evaluate.zero_shot_tfds(ColorModel(), ColorTokenizer(), config, source, templates="simple")[
+            "zero_shot_top1"
+        ]
+
+    (tmp_path / "same.txt").write_text("\n".join(NAMES) + "\n")
+    assert top1(data.with_class_names(colors, str(tmp_path / "same.txt"))) == pytest.approx(
+        1 - MISLABELLED / 24
+    )
+    # Label L named after colour L + 1: only the images painted with colour L + 1 are now right.
+    (tmp_path / "rotated.txt").write_text("\n".join(NAMES[1:] + NAMES[:1]))
+    assert top1(data.with_class_names(colors, str(tmp_path / "rotated.txt"))) == pytest.approx(
+        MISLABELLED / 24
+    )
+    (tmp_path / "short.txt").write_text("\n".join(NAMES[:-1]))
+    with pytest.raises(train.ConfigError, match="has 5 class names but the label feature 'label' has 6"):
+        data.with_class_names(colors, str(tmp_path / "short.txt"))
+    with pytest.raises(train.ConfigError, match="does not exist"):
+        data.with_class_names(colors, str(tmp_path / "missing.txt"))

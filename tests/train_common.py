@@ -33,6 +33,16 @@ def clip_config(steps=12, loss="clip"):
     return shrink(module.get_config("shapes_count"), steps)
 
 
+def fsdp_across_hosts(config):
+    """The mesh (data 1, fsdp all devices) and a model wide enough (64) that its MLP kernels split."""
+    import ml_collections
+
+    with config.unlocked():
+        config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1))
+        config.model.vision.width = config.model.text.width = 64
+    return config
+
+
 def metric_records(workdir) -> list[dict]:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -44,10 +54,7 @@ def losses_of(workdir) -> dict[int, float]:
 
 def saved_state(workdir, config):
     """`(step, state)` of the newest checkpoint in `workdir`, restored for `config` on this host."""
-    from jax.sharding import PartitionSpec as P
-
     from contrastive_jax import data, train
-    from contrastive_jax.train._loop import place_state
 
     config = config.copy_and_resolve_references()
     tokenizer = train.make_tokenizer(config.data)
@@ -56,8 +63,7 @@ def saved_state(workdir, config):
     source = data.load_source(config.data.name, "train", config=config.data.builder_config)
     mesh = train.make_mesh(config)
     shard = bool(config.loss.get("shard_state", False)) and config.loss.name in ("isogclr", "sogclr")
-    *_, state = train.init_state(config, len(source), state_shards=mesh.size if shard else 1)
-    state = place_state(state, mesh, P("data") if shard else P())
+    *_, state, _ = train.init_state(config, len(source), mesh=mesh, shard_loss_state=shard)
     step, state, _ = train.Checkpointer(os.path.join(workdir, "checkpoints")).restore_latest(state)
     return step, state
 

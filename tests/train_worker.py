@@ -2,7 +2,8 @@
 
 Usage: python -m tests.train_worker WORKDIR STEPS SLEEP [PROCESS_ID NUM_PROCESSES PORT].
 With a process id, runs as one of NUM_PROCESSES `jax.distributed` processes (2 CPU devices
-each) on 127.0.0.1:PORT; alone, as one process with 8 CPU devices (as the test session). SLEEP seconds pass after
+each) on 127.0.0.1:PORT, with parameters and optimizer state split over the devices of all
+processes (`fsdp_across_hosts`); alone, as one process with 8 CPU devices (as the test session). SLEEP seconds pass after
 each step so that a test can signal the process mid-run. Prints the result as JSON.
 """
 
@@ -27,9 +28,11 @@ if cache:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 from contrastive_jax import train  # noqa: E402
-from tests.train_common import clip_config  # noqa: E402
+from tests.train_common import clip_config, fsdp_across_hosts  # noqa: E402
 
 config = clip_config(steps=steps)
+if distributed:  # FSDP across the processes: parameters split over all 4 devices of both hosts
+    config = fsdp_across_hosts(config)
 result = train.train(config, workdir, evaluate=False, on_step=lambda step, metrics: time.sleep(pause))
 print("RESULT " + json.dumps(result), flush=True)
 if distributed:

@@ -3,9 +3,10 @@
 * `load_source("shapes_count" | "digits_captions" | any prepared TFDS name, split)` → records;
   `check_source(name, config=...)` raises `ConfigError` for an unknown name or builder config;
 * `make_dataset(source, tokenizer=..., batch_size=..., ...)` → resumable batches (grain);
-* tokenizers: `make_tokenizer(spec, name)` ("word", "clip_bpe", or a `.model` / `.json` / `.txt.gz`
-  file), `word_tokenizer_for(name)`, `WordTokenizer`, `SentencePieceTokenizer`, `HFTokenizer`,
-  `ClipBPETokenizer` (ids equal `open_clip.tokenize`);
+* tokenizers: `make_tokenizer(spec, name)` ("word", "clip_bpe", "siglip:spiece.model", or a
+  `.model` / `.json` / `.txt.gz` file), `word_tokenizer_for(name)`, `WordTokenizer`,
+  `SentencePieceTokenizer`, `HFTokenizer`, `ClipBPETokenizer` (ids equal `open_clip.tokenize`),
+  `SiglipTokenizer` (ids equal transformers' `SiglipTokenizer`), `resolve_tokenizer`;
 * `zero_shot_prompts(name, question)` → prompts per class for zero-shot evaluation.
 
 TensorFlow is never imported: the builders write array_record and read it with `data_source`.
@@ -32,14 +33,23 @@ from contrastive_jax.data._prompts import (
     zero_shot_prompts,
 )
 from contrastive_jax.data._shapes import COLORS, NUMBER_WORDS, SHAPES
-from contrastive_jax.data._tfds_eval import EvalSource, center_square, detect_keys, open_eval_source
+from contrastive_jax.data._tfds_eval import (
+    EvalSource,
+    center_square,
+    detect_keys,
+    open_eval_source,
+    with_class_names,
+)
 from contrastive_jax.data._tokenizers import (
     CLIP_BPE,
     ClipBPETokenizer,
     HFTokenizer,
     SentencePieceTokenizer,
+    SiglipTokenizer,
     WordTokenizer,
     make_tokenizer,
+    resolve_tokenizer,
+    tokenizer_path,
     word_tokenizer_for,
 )
 
@@ -64,6 +74,7 @@ __all__ = [
     "ImageTextFolder",
     "KeyMappedSource",
     "SentencePieceTokenizer",
+    "SiglipTokenizer",
     "WordTokenizer",
     "check_source",
     "class_names",
@@ -71,7 +82,10 @@ __all__ = [
     "load_source",
     "make_dataset",
     "make_tokenizer",
+    "resolve_tokenizer",
+    "tokenizer_path",
     "pixel_stats",
+    "with_class_names",
     "word_tokenizer_for",
     "zero_shot_prompts",
 ]

@@ -8,6 +8,7 @@ cropped to a square, so `make_dataset` then resizes and normalises them exactly 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -112,6 +113,28 @@ def detect_keys(features, *, image_key=None, label_key=None, caption_key=None) -
             "pass --label_key or --caption_key"
         )
     return keys
+
+
+def with_class_names(source: EvalSource, path: str) -> EvalSource:
+    """`source` with the class names of a text file (one per line, in label order).
+
+    For datasets whose label feature holds ids, not names (TFDS's `imagenet2012`: WordNet ids).
+    Raises `ConfigError` when the file is missing, or its line count differs from the labels'.
+    """
+    from contrastive_jax.data._pipeline import _config_error
+
+    if not os.path.isfile(path):
+        raise _config_error(f"class names file {path!r} does not exist")
+    with open(path, encoding="utf-8") as f:
+        names = [line.strip() for line in f if line.strip()]
+    if source.class_names is None:
+        raise _config_error("this dataset has no label feature to name; pass --label_key")
+    if len(names) != len(source.class_names):
+        raise _config_error(
+            f"{path} has {len(names)} class names but the label feature {source.label_key!r} has "
+            f"{len(source.class_names)} classes"
+        )
+    return dataclasses.replace(source, class_names=names)
 
 
 def open_eval_source(

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import re
+import string
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -126,6 +127,51 @@ class SentencePieceTokenizer:
     def decode(self, ids) -> list[str]:
         return [
             self._sp.decode([int(i) for i in row if i != self.pad_id and i < self._sp.get_piece_size()])
+            for row in np.asarray(ids)
+        ]
+
+
+class SiglipTokenizer:
+    """SigLIP's SentencePiece tokenizer (`spiece.model`), as transformers' `SiglipTokenizer`.
+
+    Text is lower-cased, stripped of ASCII punctuation and of repeated whitespace (big_vision's
+    `canonicalize_text`), encoded without a leading word marker when none is needed, and ends with
+    `</s>`, which also pads: `tokenizer(texts, padding="max_length", max_length=T,
+    truncation=True)` ids (SigLIP's text tower reads the last position). A caption longer than
+    the context is cut and keeps `</s>` last.
+    """
+
+    MARKER = "\u2581"  # SentencePiece's word-start marker "▁"
+
+    def __init__(self, model_file: str):
+        import sentencepiece
+
+        self._sp = sentencepiece.SentencePieceProcessor(model_file=model_file)
+        self.eos_id = self._sp.piece_to_id("</s>")
+        self.pad_id = self.eos_id
+        self.vocab_size = self._sp.get_piece_size()
+        self._unk = self._sp.id_to_piece(self._sp.unk_id())
+        self._unk_length = len(self._sp.encode(self._unk, out_type=str))
+
+    @staticmethod
+    def canonicalize(text: str) -> str:
+        text = text.lower().translate(str.maketrans("", "", string.punctuation))
+        return re.sub(r"\s+", " ", text).strip()
+
+    def _ids(self, text: str) -> list[int]:
+        # transformers prefixes the marker, then encodes "<unk>" + text and drops the "<unk>"
+        # pieces, so that the model's own dummy prefix does not add a second marker.
+        text = self.canonicalize(self.MARKER + text.replace(self.MARKER, " "))
+        pieces = self._sp.encode(self._unk + text, out_type=str)
+        pieces = pieces[self._unk_length :] if len(pieces) >= self._unk_length else pieces
+        return [self._sp.piece_to_id(p) for p in pieces]
+
+    def encode(self, texts: Sequence[str], context_length: int) -> np.ndarray:
+        return _fit([self._ids(t) + [self.eos_id] for t in _texts(texts)], context_length, self.pad_id, True)
+
+    def decode(self, ids) -> list[str]:
+        return [
+            self._sp.decode([int(i) for i in row if i != self.eos_id and i < self.vocab_size])
             for row in np.asarray(ids)
         ]
 
@@ -310,21 +356,45 @@ class ClipBPETokenizer:
         return texts
 
 
+SIGLIP_PREFIX = "siglip:"
+
+
+def tokenizer_path(spec: str) -> str | None:
+    """The file a tokenizer spec names (without a "siglip:" prefix), or None for a named one."""
+    spec = str(spec)
+    if spec in _NAMED_TOKENIZERS:
+        return None
+    return spec[len(SIGLIP_PREFIX) :] if spec.startswith(SIGLIP_PREFIX) else spec
+
+
+def resolve_tokenizer(spec: str, directory: str) -> str:
+    """`spec` with its file made absolute when it names a file inside `directory` (a run or a
+    converted directory names its tokenizer relative to itself)."""
+    path = tokenizer_path(spec)
+    if path is None or not os.path.isfile(os.path.join(directory, path)):
+        return spec
+    prefix = SIGLIP_PREFIX if str(spec).startswith(SIGLIP_PREFIX) else ""
+    return prefix + os.path.abspath(os.path.join(directory, path))
+
+
 def make_tokenizer(spec: str = "word", dataset_name: str | None = None):
     """The tokenizer a config's `data.tokenizer` names.
 
     `spec`: "word" (`word_tokenizer_for(dataset_name)`), "clip_bpe" (CLIP's BPE from open_clip's
-    vocabulary file), or a file: a SentencePiece `.model`, a Hugging Face `.json`, CLIP's BPE
-    vocabulary `.txt.gz`. Anything else raises ValueError.
+    vocabulary file), "siglip:PATH" (SigLIP's `spiece.model`, `SiglipTokenizer`), or a file: a
+    SentencePiece `.model`, a Hugging Face `.json`, CLIP's BPE vocabulary `.txt.gz`. Anything
+    else raises ValueError.
     """
     spec = str(spec)
     if spec in _NAMED_TOKENIZERS:
         return _NAMED_TOKENIZERS[spec](dataset_name)
+    if spec.startswith(SIGLIP_PREFIX):
+        return SiglipTokenizer(spec[len(SIGLIP_PREFIX) :])
     for suffix, tokenizer_class in _TOKENIZER_FILES:
         if spec.endswith(suffix):
             return tokenizer_class(spec)
     raise ValueError(
-        f"unknown tokenizer {spec!r}: use 'word', 'clip_bpe', or a file ending in "
+        f"unknown tokenizer {spec!r}: use 'word', 'clip_bpe', 'siglip:PATH/spiece.model', or a file ending in "
         + ", ".join(suffix for suffix, _ in _TOKENIZER_FILES)
     )
 

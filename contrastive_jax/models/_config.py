@@ -14,7 +14,13 @@ PRESETS = {
     "tiny": ((64, 8, 96, 3, 3), (96, 3, 3, 16, 512), 64),
     "small": ((64, 8, 256, 6, 4), (256, 6, 4, 32, 4096), 256),
     "B/16": ((224, 16, 768, 12, 12), (512, 12, 8, 77, 49408), 512),
+    # open_clip's large towers (model configs ViT-L-14, ViT-H-14, ViT-g-14): for FSDP.
+    "L/14": ((224, 14, 1024, 24, 16), (768, 12, 12, 77, 49408), 768),
+    "H/14": ((224, 14, 1280, 32, 16), (1024, 24, 16, 77, 49408), 1024),
+    "g/14": ((224, 14, 1408, 40, 16), (1024, 24, 16, 77, 49408), 1024),
 }
+# Vision MLP widths that are not 4 x width (ViT-g/14: mlp_ratio 4.3637 in open_clip).
+VISION_MLP_DIM = {"g/14": 6144}
 
 
 def model_config(
@@ -24,14 +30,18 @@ def model_config(
     image_size: int | None = None,
     context_length: int | None = None,
     dtype: str = "float32",
+    remat: bool = False,
 ) -> ml_collections.ConfigDict:
-    """A model config: architecture `preset` ("tiny", "small", "B/16") for model `name`.
+    """A model config: architecture `preset` for model `name`.
 
     Args:
-      preset: size preset; "B/16" is CLIP's ViT-B/16 (149.6M parameters as CLIP).
+      preset: size preset: "tiny", "small" (CPU toys), "B/16" (CLIP's ViT-B/16, 149.6M
+        parameters as CLIP), "L/14", "H/14", "g/14" (open_clip's ViT-L-14, ViT-H-14, ViT-g-14).
       name: "clip", "siglip" or "coca".
       image_size, context_length: override the preset's (e.g. to match a dataset).
-      dtype: compute dtype, "float32" or "bfloat16" (parameters stay float32).
+      dtype: compute dtype, "float32" or "bfloat16" (parameters stay float32): bfloat16 halves
+        the activations' memory.
+      remat: rematerialise every transformer block in the backward pass (see `Transformer`).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -39,7 +49,7 @@ def model_config(
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     (img, patch, v_width, v_depth, v_heads), (t_width, t_depth, t_heads, ctx, vocab), embed = PRESETS[preset]
     c = ml_collections.ConfigDict()
-    c.name, c.embed_dim, c.dtype = name, embed, dtype
+    c.name, c.embed_dim, c.dtype, c.remat = name, embed, dtype, bool(remat)
     c.init_logit_scale = DEFAULT_SCALE[name]
     c.init_logit_bias = -10.0
     c.max_logit_scale = 100.0
@@ -54,6 +64,8 @@ def model_config(
             pool="cls",
         )
     )
+    if preset in VISION_MLP_DIM:
+        c.vision.mlp_dim = VISION_MLP_DIM[preset]
     c.text = ml_collections.ConfigDict(
         dict(
             vocab_size=vocab,
@@ -89,10 +101,14 @@ def count_params(model_or_state) -> int:
     return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(state)))
 
 
-def _block_flops(tokens: int, width: int, mlp_ratio: float, context: int = 0, context_width: int = 0) -> int:
+def _mlp_width(tower) -> int:
+    return int(tower.get("mlp_dim", 0) or int(tower.width * tower.mlp_ratio))
+
+
+def _block_flops(tokens: int, width: int, mlp_width: int, context: int = 0, context_width: int = 0) -> int:
     """Forward FLOPs (2 per multiply-add) of one pre-LN block, matrix products only."""
     flops = 2 * tokens * width * 3 * width + 2 * 2 * tokens * tokens * width + 2 * tokens * width * width
-    flops += 2 * 2 * tokens * width * int(width * mlp_ratio)
+    flops += 2 * 2 * tokens * width * mlp_width
     if context:  # cross-attention: q and out projections of the queries, k/v of the context
         flops += 2 * 2 * tokens * width * width + 2 * 2 * context * context_width * width
         flops += 2 * 2 * tokens * context * width
@@ -110,16 +126,16 @@ def estimate_flops(config, batch_size: int = 1) -> int:
     patches = (v.image_size // v.patch_size) ** 2
     v_tokens = patches + (v.pool == "cls")
     flops = 2 * patches * (v.patch_size**2 * 3) * v.width
-    flops += v.depth * _block_flops(v_tokens, v.width, v.mlp_ratio)
+    flops += v.depth * _block_flops(v_tokens, v.width, _mlp_width(v))
     t_tokens = t.context_length + (config.name == "coca")
-    flops += t.depth * _block_flops(t_tokens, t.width, t.mlp_ratio)
+    flops += t.depth * _block_flops(t_tokens, t.width, _mlp_width(t))
     if config.name == "coca":
         queries = 1 + config.coca.num_caption_queries
         flops += 2 * queries * v.width * v.width * 2 + 2 * 2 * v_tokens * v.width * v.width
         flops += 2 * 2 * queries * v_tokens * v.width
         flops += 2 * v.width * config.embed_dim + 2 * t.width * config.embed_dim
         flops += config.coca.multimodal_depth * _block_flops(
-            t.context_length, t.width, t.mlp_ratio, context=queries - 1, context_width=v.width
+            t.context_length, t.width, _mlp_width(t), context=queries - 1, context_width=v.width
         )
         flops += 2 * t.context_length * t.width * t.vocab_size
     else:

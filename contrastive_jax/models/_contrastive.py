@@ -49,6 +49,7 @@ def _vision(config, embed_dim, dtype, rngs, pool=None):
         pool=pool or v.pool,
         dtype=dtype,
         rngs=rngs,
+        remat=bool(config.get("remat", False)),
         **options,
     )
 
@@ -67,6 +68,7 @@ def _text(config, embed_dim, dtype, rngs, cls_token=False):
         cls_token=cls_token,
         dtype=dtype,
         rngs=rngs,
+        remat=bool(config.get("remat", False)),
         **_options(t, TEXT_DEFAULTS),
     )
 
@@ -150,7 +152,14 @@ class CoCa(CLIP):
         self.image_proj = nnx.Linear(v.width, config.embed_dim, use_bias=False, dtype=dtype, rngs=rngs)
         self.text_proj = nnx.Linear(t.width, config.embed_dim, use_bias=False, dtype=dtype, rngs=rngs)
         self.decoder = Transformer(
-            t.width, c.multimodal_depth, t.num_heads, t.mlp_ratio, dtype=dtype, rngs=rngs, cross_width=v.width
+            t.width,
+            c.multimodal_depth,
+            t.num_heads,
+            t.mlp_ratio,
+            dtype=dtype,
+            rngs=rngs,
+            cross_width=v.width,
+            remat=bool(config.get("remat", False)),
         )
         self.decoder_norm = nnx.LayerNorm(t.width, dtype=dtype, rngs=rngs)
         self.head = nnx.Linear(t.width, t.vocab_size, dtype=dtype, rngs=rngs)

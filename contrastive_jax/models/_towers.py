@@ -25,7 +25,7 @@ class VisionTransformer(nnx.Module):
     patch convolution has a bias), `pre_norm=False` (no LayerNorm before the transformer, as
     SigLIP), `map_style` ("coca" or "siglip", see `AttentionalPooler`) for `pool="map"`, and
     `act`, `mlp_dim`, `norm_eps` for every block (see `Block`). `pool="cls"` prepends a class
-    token; the other pools have none.
+    token; the other pools have none. `remat=True` rematerialises every block (`Transformer`).
 
     References:
       Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021; Radford et al. 2021 (CLIP).
@@ -50,6 +50,7 @@ class VisionTransformer(nnx.Module):
         patch_bias: bool = False,
         pre_norm: bool = True,
         map_style: str = "coca",
+        remat: bool = False,
     ):
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
@@ -73,7 +74,7 @@ class VisionTransformer(nnx.Module):
         block_options = dict(act=act, mlp_dim=mlp_dim, norm_eps=norm_eps)
         self.norm_pre = nnx.LayerNorm(width, epsilon=norm_eps, dtype=dtype, rngs=rngs) if pre_norm else None
         self.transformer = Transformer(
-            width, depth, num_heads, mlp_ratio, dtype=dtype, rngs=rngs, **block_options
+            width, depth, num_heads, mlp_ratio, dtype=dtype, rngs=rngs, remat=remat, **block_options
         )
         self.norm_post = nnx.LayerNorm(width, epsilon=norm_eps, dtype=dtype, rngs=rngs)
         self.pooler = (
@@ -151,7 +152,8 @@ class TextTransformer(nnx.Module):
     Options for converted PyTorch models (defaults are the layout above): `pool` (see
     `pooled_index`: "argmax" for open_clip, "eos" with `eos_id` for transformers' CLIP, "final"
     for SigLIP), `causal=False` (SigLIP's text attention is bidirectional), `proj_bias`
-    (SigLIP's text head has a bias), and `act`, `mlp_dim`, `norm_eps` (see `Block`).
+    (SigLIP's text head has a bias), and `act`, `mlp_dim`, `norm_eps` (see `Block`); `remat`
+    rematerialises every block (`Transformer`).
 
     With `cls_token=True` (CoCa's unimodal decoder), a learned token is appended after position
     T−1; it attends to every non-pad token and its output is the embedding. `return_tokens`
@@ -179,6 +181,7 @@ class TextTransformer(nnx.Module):
         pool: str = "last",
         eos_id: int = 0,
         proj_bias: bool = False,
+        remat: bool = False,
     ):
         _checks.one_of("pool", pool, TEXT_POOLS)
         if cls_token and (pool != "last" or not causal):
@@ -201,6 +204,7 @@ class TextTransformer(nnx.Module):
             act=act,
             mlp_dim=mlp_dim,
             norm_eps=norm_eps,
+            remat=remat,
         )
         self.norm_final = nnx.LayerNorm(width, epsilon=norm_eps, dtype=dtype, rngs=rngs)
         self.proj = (

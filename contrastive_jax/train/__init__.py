@@ -12,12 +12,14 @@ from contrastive_jax.train._errors import (
     did_you_mean,
 )
 from contrastive_jax.train._loop import (
+    abstract_state,
     evaluate_checkpoint,
     init_state,
     load_run,
     make_mesh,
     make_tokenizer,
     make_train_step,
+    state_shardings,
     train,
 )
 from contrastive_jax.train._objective import OBJECTIVES, compute_loss, init_loss_state
@@ -30,6 +32,7 @@ __all__ = [
     "Checkpointer",
     "ConfigError",
     "StopSignal",
+    "abstract_state",
     "clamp_logit_scale",
     "compute_loss",
     "evaluate_checkpoint",
@@ -40,6 +43,7 @@ __all__ = [
     "make_optimizer",
     "make_tokenizer",
     "make_train_step",
+    "state_shardings",
     "train",
     "TrainingError",
     "WorkdirError",

@@ -7,8 +7,10 @@ run does is visible here; the pieces it calls (`_objective`, `_optim`, `_checkpo
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import os
 import time
 
@@ -26,10 +28,13 @@ from contrastive_jax.train._checkpoint import Checkpointer, StopSignal
 from contrastive_jax.train._errors import CheckpointError, ConfigError
 from contrastive_jax.train._objective import compute_loss, init_loss_state, needs_loss_state
 from contrastive_jax.train._optim import make_optimizer
-from contrastive_jax.train._validate import check_workdir, validate_config
+from contrastive_jax.train._validate import check_workdir, mesh_shape, validate_config
 
 log = logging.getLogger(__name__)
-AXIS = "data"
+# The trainer's mesh axes: the batch (and so the losses' negatives) is split over both;
+# parameters and optimizer state over "fsdp" (`parallel.fsdp_shardings`).
+DATA, FSDP = "data", "fsdp"
+BATCH_AXES = (DATA, FSDP)
 
 
 def quiet_logs() -> None:
@@ -39,31 +44,57 @@ def quiet_logs() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
 
 
-def make_train_step(graphdef, optimizer, loss_config, mesh, state_spec):
+def _loss_inputs(outputs: dict) -> dict:
+    """Partition specs for the model outputs entering the loss: scalars replicated, the rest by sample."""
+    return {k: P() if jnp.ndim(v) == 0 else P(BATCH_AXES) for k, v in outputs.items()}
+
+
+def make_train_step(graphdef, optimizer, loss_config, mesh, shardings: dict):
     """A jitted `(params, rest, opt_state, loss_state, batch) -> (params, opt_state, loss_state, metrics)`.
 
-    The model and the loss run per device inside `jax.shard_map` (data parallel, parameters
-    replicated); the gradient is taken outside it, so the loss's exchange gives exact
-    global-batch gradients, already summed over devices.
-    """
+    The towers run under `jax.jit` on JAX's sharding engine: parameters and optimizer state
+    laid out by `shardings` (replicated, or split over "fsdp"), the batch split over
+    ("data", "fsdp"). XLA gathers each layer's parameters where it is used and reduce-scatters
+    its gradient. The loss then runs per device inside `jax.shard_map` on the embeddings, with
+    `axis_name=("data", "fsdp")`, so its exchange sees every device's negatives; the gradient is
+    taken outside both, so it is the exact global-batch gradient.
 
-    def per_device(params, rest, batch, loss_state):
-        model = nnx.merge(graphdef, params, rest)
-        outputs = model(batch["image"], batch["tokens"])
+    Args:
+      shardings: the train state's `NamedSharding`s (`state_shardings`): "params",
+        "opt_state" and "loss_state" are used.
+    """
+    state_spec = jax.tree.map(lambda s: s.spec, shardings["loss_state"])
+    counting = loss_config.name == "clip_count"
+
+    def per_device(outputs, batch, loss_state):
         loss, metrics, loss_state = compute_loss(
-            loss_config, model, outputs, batch, loss_state, axis_name=AXIS
+            loss_config, outputs, batch, loss_state, axis_name=BATCH_AXES
         )
         return loss, (metrics, loss_state)
 
-    sharded_loss = jax.shard_map(
-        per_device, mesh=mesh, in_specs=(P(), P(), P(AXIS), state_spec), out_specs=(P(), (P(), state_spec))
-    )
+    def loss_fn(params, rest, batch, loss_state):
+        model = nnx.merge(graphdef, params, rest)
+        outputs = dict(model(batch["image"], batch["tokens"]))
+        if counting:  # the counterfactual captions go through the text tower too
+            outputs["cf_text_emb"] = model.encode_text(batch["cf_tokens"])
+        sharded_loss = jax.shard_map(
+            per_device,
+            mesh=mesh,
+            in_specs=(_loss_inputs(outputs), P(BATCH_AXES), state_spec),
+            out_specs=(P(), (P(), state_spec)),
+        )
+        return sharded_loss(outputs, batch, loss_state)
 
-    @jax.jit
+    @functools.partial(
+        jax.jit,
+        out_shardings=(shardings["params"], shardings["opt_state"], shardings["loss_state"], None),
+        donate_argnums=(0, 2),
+    )
     def step(params, rest, opt_state, loss_state, batch):
-        (_, (metrics, loss_state)), grads = jax.value_and_grad(sharded_loss, has_aux=True)(
+        (_, (metrics, loss_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params, rest, batch, loss_state
         )
+        grads = jax.lax.with_sharding_constraint(grads, shardings["params"])
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics = dict(metrics, grad_norm=optax.global_norm(grads))
@@ -73,8 +104,8 @@ def make_train_step(graphdef, optimizer, loss_config, mesh, state_spec):
 
 
 def _to_global(batch: dict, mesh) -> dict:
-    """This process's rows of the batch → global arrays split over the data axis."""
-    sharding = NamedSharding(mesh, P(AXIS))
+    """This process's rows of the batch → global arrays split over ("data", "fsdp")."""
+    sharding = NamedSharding(mesh, P(BATCH_AXES))
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
 
@@ -110,53 +141,129 @@ def _build_input(config, split: str, *, shuffle: bool, num_epochs=None, seed_off
     return source, tokenizer, dataset
 
 
-def init_state(config, num_samples: int, *, state_shards: int = 1):
-    """Model pieces and the initial train state (the checkpoint's structure) for `config`.
+# A sample-sharded loss state (iSogCLR) is padded to a multiple of this (and of the mesh size),
+# so that a checkpoint restores onto any mesh whose size divides it (elastic restarts).
+STATE_PADDING = 1024
 
-    `state_shards`: the per-sample loss state (iSogCLR) is sized to a multiple of it, so that it
-    splits evenly over the devices when `loss.shard_state` is set (ids past `num_samples` are
-    never visited).
+
+def loss_state_size(num_samples: int, shard_state: bool, mesh_size: int = 1) -> int:
+    """Entries of the per-sample loss state: `num_samples`, padded when it is split over devices."""
+    if not shard_state:
+        return num_samples
+    multiple = math.lcm(STATE_PADDING, mesh_size)
+    return -(-num_samples // multiple) * multiple
+
+
+def state_shardings(state: dict, mesh, *, shard_loss_state: bool = False) -> dict:
+    """Where each part of a train state lives on `mesh`.
+
+    Parameters and optimizer state follow `parallel.fsdp_shardings` (split over "fsdp" when
+    that axis has more than one device, else replicated); the per-sample loss state is split
+    over ("data", "fsdp") with `shard_loss_state`, else replicated; step and RNG replicated.
+    """
+    replicated = NamedSharding(mesh, P())
+    loss_spec = P(BATCH_AXES) if shard_loss_state else P()
+    return {
+        "params": parallel.fsdp_shardings(state["params"], mesh, axis=FSDP),
+        "opt_state": parallel.fsdp_shardings(state["opt_state"], mesh, axis=FSDP),
+        "loss_state": jax.tree.map(lambda _: NamedSharding(mesh, loss_spec), state["loss_state"]),
+        "step": replicated,
+        "rng": replicated,
+    }
+
+
+def _single_device_mesh():
+    return parallel.data_mesh(BATCH_AXES, shape=(1, 1), devices=jax.local_devices()[:1])
+
+
+def _creator(config):
+    from contrastive_jax import models
+
+    def create():
+        model = models.create_model(config.model, rngs=nnx.Rngs(config.seed))
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        return params, rest
+
+    return create
+
+
+def abstract_state(config, num_samples: int = 1, *, mesh=None, shard_loss_state: bool = False):
+    """The train state's structure for `config` on `mesh`, without allocating it.
+
+    Returns:
+      `(graphdef, rest, optimizer, state, shardings)`: `rest` and `state` hold
+      `jax.ShapeDtypeStruct`s that carry their shardings (`state_shardings`), ready for
+      `make_train_step(...).lower(...)` (compiled memory analysis) or a restore target.
     """
     from contrastive_jax import models
 
-    # Initialise under jit: one compiled program instead of hundreds of eager ops.
-    model = nnx.jit(lambda: models.create_model(config.model, rngs=nnx.Rngs(config.seed)))()
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    mesh = _single_device_mesh() if mesh is None else mesh
     optimizer = make_optimizer(
         config.optim, config.total_steps, max_logit_scale=config.model.get("max_logit_scale", None)
     )
+    params, rest = jax.eval_shape(_creator(config))
+    size = loss_state_size(num_samples, shard_loss_state, mesh.size)
     state = {
         "params": params,
-        "opt_state": jax.jit(optimizer.init)(params),
-        "loss_state": init_loss_state(config.loss, -(-num_samples // state_shards) * state_shards),
-        "step": jnp.zeros((), jnp.int32),
-        "rng": jax.random.key_data(jax.random.key(config.seed)),
+        "opt_state": jax.eval_shape(optimizer.init, params),
+        "loss_state": jax.eval_shape(lambda: init_loss_state(config.loss, size)),
+        "step": jax.ShapeDtypeStruct((), jnp.int32),
+        "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))),
     }
-    return model, graphdef, rest, optimizer, state
-
-
-def place_state(state: dict, mesh, loss_state_spec) -> dict:
-    """Parameters and optimizer state replicated over the mesh; per-sample loss state as asked.
-
-    Explicit placement also gives restored checkpoints the same shardings as fresh ones.
-    """
+    shardings = state_shardings(state, mesh, shard_loss_state=shard_loss_state)
+    with_sharding = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)  # noqa: E731
+    state = jax.tree.map(with_sharding, state, shardings)
     replicated = NamedSharding(mesh, P())
-    placed = {k: jax.device_put(v, replicated) for k, v in state.items() if k != "loss_state"}
-    placed["loss_state"] = jax.device_put(state["loss_state"], NamedSharding(mesh, loss_state_spec))
-    return placed
+    rest = jax.tree.map(lambda x: with_sharding(x, replicated), rest)
+    graphdef = nnx.split(nnx.eval_shape(lambda: models.create_model(config.model, rngs=nnx.Rngs(0))))[0]
+    return graphdef, rest, optimizer, state, shardings
+
+
+def init_state(config, num_samples: int, *, mesh=None, shard_loss_state: bool = False):
+    """Model pieces and the initial train state (the checkpoint's structure) for `config`.
+
+    The parameters and optimizer moments are created directly in their layout on `mesh` (a
+    model split over "fsdp" is never whole on one device); `mesh=None` means this process's
+    first device. Initial values do not depend on the layout.
+
+    Returns:
+      `(model, graphdef, rest, optimizer, state, shardings)`: `state` holds "params",
+      "opt_state", "loss_state", "step", "rng"; `shardings` is `state_shardings(state, ...)`.
+    """
+    mesh = _single_device_mesh() if mesh is None else mesh
+    graphdef, abstract_rest, optimizer, abstract, shardings = abstract_state(
+        config, num_samples, mesh=mesh, shard_loss_state=shard_loss_state
+    )
+    replicated = NamedSharding(mesh, P())
+    # One compiled program each instead of hundreds of eager ops, written where they belong.
+    rest_shardings = jax.tree.map(lambda _: replicated, abstract_rest)
+    params, rest = jax.jit(_creator(config), out_shardings=(shardings["params"], rest_shardings))()
+    size = loss_state_size(num_samples, shard_loss_state, mesh.size)
+    state = {
+        "params": params,
+        "opt_state": jax.jit(optimizer.init, out_shardings=shardings["opt_state"])(params),
+        "loss_state": jax.device_put(init_loss_state(config.loss, size), shardings["loss_state"]),
+        "step": jax.device_put(jnp.zeros((), jnp.int32), replicated),
+        "rng": jax.device_put(jax.random.key_data(jax.random.key(config.seed)), replicated),
+    }
+    return nnx.merge(graphdef, params, rest), graphdef, rest, optimizer, state, shardings
 
 
 def make_mesh(config):
-    """The data-parallel mesh: `config.mesh.data` devices (-1 or absent: all of them)."""
-    size = config.get("mesh", {}).get("data", -1)
+    """The trainer's `("data", "fsdp")` mesh of `config.mesh.data` x `config.mesh.fsdp` devices.
+
+    -1 means all remaining devices (the default: data = -1, fsdp = 1, plain data parallelism).
+    With several processes the mesh spans every device; "fsdp" is the inner (fastest) axis, so
+    a model's shards sit on neighbouring devices (one host's when fsdp <= its device count).
+    """
     devices = jax.devices()
-    if size == -1:
-        size = len(devices)
-    if not 1 <= size <= len(devices):
-        raise ConfigError(f"mesh.data={size} but there are {len(devices)} devices; use -1 for all of them")
-    if jax.process_count() > 1 and size != len(devices):
-        raise ConfigError("with several processes mesh.data must span every device (-1)")
-    return parallel.data_mesh(AXIS, devices=devices[:size])
+    data, fsdp = mesh_shape(config, len(devices))
+    if jax.process_count() > 1 and data * fsdp != len(devices):
+        raise ConfigError(
+            f"with several processes the mesh must span all {len(devices)} devices, but "
+            f"mesh.data * mesh.fsdp = {data * fsdp}; use -1 for one of them"
+        )
+    return parallel.data_mesh(BATCH_AXES, shape=(data, fsdp), devices=devices[: data * fsdp])
 
 
 # Data fields that belong to a model (its tokenizer, input sizes, pixel normalisation): with
@@ -174,6 +281,8 @@ def apply_init_from(config):
     """
     import ml_collections
 
+    from contrastive_jax import data
+
     source = config.get("init_from", None)
     if not source:
         return config
@@ -190,9 +299,7 @@ def apply_init_from(config):
         for key in MODEL_DATA_KEYS:
             if key in saved.data:
                 value = saved.data[key]
-                if key == "tokenizer" and os.path.isfile(os.path.join(source, str(value))):
-                    value = os.path.abspath(os.path.join(source, value))
-                config.data[key] = value
+                config.data[key] = data.resolve_tokenizer(value, source) if key == "tokenizer" else value
     return config
 
 
@@ -294,11 +401,9 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
 
     # Model, optimizer, loss state; then resume if the workdir has a checkpoint.
     shard_state = bool(config.loss.get("shard_state", False)) and needs_loss_state(config.loss.name)
-    model, graphdef, rest, optimizer, train_state = init_state(
-        config, len(source), state_shards=mesh.size if shard_state else 1
+    model, graphdef, rest, optimizer, train_state, shardings = init_state(
+        config, len(source), mesh=mesh, shard_loss_state=shard_state
     )
-    state_spec = P(AXIS) if shard_state else P()
-    train_state = place_state(train_state, mesh, state_spec)
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"),
         max_to_keep=config.keep_checkpoints,
@@ -313,7 +418,7 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
     if jax.process_index() == 0:
         print(models.summary(model, config.model), flush=True)
 
-    step_fn = make_train_step(graphdef, optimizer, config.loss, mesh, state_spec)
+    step_fn = make_train_step(graphdef, optimizer, config.loss, mesh, shardings)
     writer = _logging.MetricWriter(
         workdir, total_steps=config.total_steps, initial_step=first_step, enabled=jax.process_index() == 0
     )
@@ -383,23 +488,18 @@ def load_run(workdir: str):
         )
     with open(path) as f:
         config = ml_collections.ConfigDict(json.load(f))
-    tokenizer_file = os.path.join(workdir, str(config.data.get("tokenizer", "word")))
-    if os.path.isfile(tokenizer_file):  # a converted directory names its tokenizer relative to itself
-        config.data.tokenizer = os.path.abspath(tokenizer_file)
-    num_samples = 1  # only a per-sample loss state needs the training set's size
-    if needs_loss_state(config.loss.name):
-        builder = config.data.get("builder_config", None)
-        num_samples = len(data.load_source(config.data.name, "train", config=builder))
-    shard_state = bool(config.loss.get("shard_state", False)) and needs_loss_state(config.loss.name)
-    shards = make_mesh(config).size if shard_state else 1
-    _, graphdef, rest, _, state = init_state(config, num_samples, state_shards=shards)
-    restored = Checkpointer(os.path.join(workdir, "checkpoints")).restore_latest(
-        state, describe_change=lambda: _config_change(workdir, config)
-    )
-    if restored is None:
+    # A converted directory names its tokenizer relative to itself.
+    config.data.tokenizer = data.resolve_tokenizer(config.data.get("tokenizer", "word"), workdir)
+    # Only the parameters are read (the loss and optimizer state are not needed to evaluate),
+    # onto this process's first device, whatever mesh wrote them.
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+    if not checkpointer.steps():
         raise CheckpointError(f"{workdir} has no checkpoint yet: train first, or check the --workdir path")
-    step, state, _ = restored
-    model = nnx.merge(graphdef, state["params"], rest)
+    _, graphdef, rest, _, state, _ = init_state(config, num_samples=1)
+    step, params = checkpointer.restore_params(
+        state["params"], describe_change=lambda: _config_change(workdir, config)
+    )
+    model = nnx.merge(graphdef, params, rest)
     return config, model, step, make_tokenizer(config.data)
 
 

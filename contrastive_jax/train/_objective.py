@@ -28,14 +28,17 @@ def init_loss_state(config, num_samples: int):
     )
 
 
-def _counting_term(model, outputs, batch):
-    """ "Teaching CLIP to Count": prefer the true caption over the wrong-count one, per image."""
-    cf_text = model.encode_text(batch["cf_tokens"])
-    if hasattr(losses, "counting_loss"):
-        return losses.counting_loss(outputs["image_emb"], outputs["text_emb"], cf_text)
-    true_sim = jnp.sum(outputs["image_emb"] * outputs["text_emb"], axis=-1)
-    cf_sim = jnp.sum(outputs["image_emb"] * cf_text, axis=-1)
-    return jnp.mean(jax.nn.softplus(cf_sim - true_sim))
+def _counting_term(outputs):
+    """ "Teaching CLIP to Count": prefer the true caption over the wrong-count one, per image.
+
+    `outputs["cf_text_emb"]` holds the counterfactual captions' embeddings (the train step
+    encodes `batch["cf_tokens"]` with the text tower).
+    """
+    if "cf_text_emb" not in outputs:
+        raise ValueError(
+            "loss 'clip_count' needs outputs['cf_text_emb'], the counterfactual captions' embeddings"
+        )
+    return losses.counting_loss(outputs["image_emb"], outputs["text_emb"], outputs["cf_text_emb"])
 
 
 def _mean_seen_tau(state, axis_name):
@@ -51,16 +54,16 @@ def _mean_seen_tau(state, axis_name):
     return totals[0] / jnp.maximum(totals[1], 1.0)
 
 
-def compute_loss(config, model, outputs, batch, loss_state, *, axis_name=None):
+def compute_loss(config, outputs, batch, loss_state, *, axis_name=None):
     """Returns `(loss, metrics, new_loss_state)` for `config.name` (see `OBJECTIVES`).
 
     Args:
       config: the `loss` section of a training config (name, exchange, block_size, weights...).
-      model: the NNX model (used for extra encodings, e.g. counterfactual captions).
-      outputs: the model's output dict (`image_emb`, `text_emb`, `logit_scale`, ...).
+      outputs: the model's output dict (`image_emb`, `text_emb`, `logit_scale`, ...; for
+        "clip_count" also `cf_text_emb`).
       batch: this device's rows of the batch.
       loss_state: per-sample state (iSogCLR) or `{}`.
-      axis_name: the data axis when running under shard_map.
+      axis_name: the mesh axes the batch is split over when running under shard_map.
     """
     image, text = outputs["image_emb"], outputs["text_emb"]
     common = dict(axis_name=axis_name, exchange=config.exchange)
@@ -107,7 +110,7 @@ def compute_loss(config, model, outputs, batch, loss_state, *, axis_name=None):
         metrics["mean_tau"] = _mean_seen_tau(loss_state, axis_name)
     elif name == "clip_count":
         contrastive = losses.clip_loss(image, text, outputs["logit_scale"], **common, **block)
-        counting = _counting_term(model, outputs, batch)
+        counting = _counting_term(outputs)
         if axis_name is not None:
             counting = jax.lax.pmean(counting, axis_name)
         loss = contrastive + config.count_weight * counting

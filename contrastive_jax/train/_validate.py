@@ -13,7 +13,8 @@ import tempfile
 
 from contrastive_jax.train._errors import ConfigError, WorkdirError, did_you_mean
 
-# Exchanges the trainer's one-axis data mesh supports; "grouped" needs a (group, member) mesh.
+# Exchanges the trainer supports: negatives come from every device of the (data, fsdp) mesh.
+# "grouped" (M2-Encoder) needs a (group, member) mesh of its own.
 TRAINER_EXCHANGES = ("all_gather", "ring")
 # Objectives whose loss gathers its candidates and has no ring implementation.
 GATHER_ONLY_OBJECTIVES = ("nt_xent", "dcl")
@@ -92,26 +93,52 @@ def _check_numbers(config, num_devices: int) -> None:
                 raise _bad_value(path, value, demand, 16 * num_devices if path == "batch_size" else example)
 
 
-def _data_devices(config, num_devices: int) -> int:
-    """The devices the batch splits over: `config.mesh.data`, -1 (the default) meaning all."""
-    size = _get(config, "mesh.data")
-    if size is _MISSING or size == -1:
-        return num_devices
-    if not _is_int(size) or not 1 <= size <= num_devices:
+def mesh_shape(config, num_devices: int) -> tuple[int, int]:
+    """`(data, fsdp)`: the trainer's mesh from `config.mesh.data` and `config.mesh.fsdp`.
+
+    -1 means all remaining devices (at most one of the two); absent means data = -1, fsdp = 1.
+    The mesh uses the first `data * fsdp` devices; the batch splits over all of them.
+    """
+    sizes = {}
+    for axis, default in (("data", -1), ("fsdp", 1)):
+        size = _get(config, f"mesh.{axis}")
+        size = default if size is _MISSING else size
+        if not _is_int(size) or not (size == -1 or 1 <= size <= num_devices):
+            raise ConfigError(
+                f"config.mesh.{axis} is {size!r} but there are {num_devices} devices; use -1 (all remaining "
+                f"devices) or 1..{num_devices}, e.g. --config.mesh.{axis}={default}"
+            )
+        sizes[axis] = size
+    data, fsdp = sizes["data"], sizes["fsdp"]
+    if data == -1 and fsdp == -1:
         raise ConfigError(
-            f"config.mesh.data is {size!r} but there are {num_devices} devices; use -1 (all of them) or "
-            f"1..{num_devices}, e.g. --config.mesh.data=-1"
+            "config.mesh.data and config.mesh.fsdp are both -1; set one, e.g. --config.mesh.data=1"
         )
-    return size
+    for axis, other in (("data", fsdp), ("fsdp", data)):
+        if sizes[axis] == -1:
+            if num_devices % other:
+                raise ConfigError(
+                    f"config.mesh.{axis}=-1 needs the {num_devices} devices to divide by the other axis's "
+                    f"{other}; e.g. --config.mesh.{'fsdp' if axis == 'data' else 'data'}=1"
+                )
+            sizes[axis] = num_devices // other
+    data, fsdp = sizes["data"], sizes["fsdp"]
+    if data * fsdp > num_devices:
+        raise ConfigError(
+            f"config.mesh.data * config.mesh.fsdp = {data} * {fsdp} = {data * fsdp} but there are only "
+            f"{num_devices} devices; e.g. --config.mesh.data=-1 --config.mesh.fsdp={fsdp}"
+        )
+    return data, fsdp
 
 
 def _check_batch(config, num_devices: int) -> None:
-    batch, devices = config.batch_size, _data_devices(config, num_devices)
+    data, fsdp = mesh_shape(config, num_devices)
+    batch, devices = config.batch_size, data * fsdp
     if batch % devices:
         fixed = max(devices, round(batch / devices) * devices)
         raise ConfigError(
-            f"config.batch_size is {batch}, which does not divide evenly over the {devices} devices; "
-            f"use a multiple of {devices}, e.g. --config.batch_size={fixed}"
+            f"config.batch_size is {batch}, which does not divide evenly over the {devices} devices of the "
+            f"mesh (data {data} x fsdp {fsdp}); use a multiple of {devices}, e.g. --config.batch_size={fixed}"
         )
 
 
@@ -126,7 +153,7 @@ def _check_loss(config) -> None:
     exchange = loss.get("exchange", "all_gather")
     if exchange not in TRAINER_EXCHANGES:
         raise ConfigError(
-            f"unknown exchange config.loss.exchange={exchange!r} (the trainer's data mesh has one axis); "
+            f"unknown exchange config.loss.exchange={exchange!r} (the trainer gathers negatives over every device of its mesh); "
             f"{did_you_mean(exchange, TRAINER_EXCHANGES)}"
         )
     if exchange == "ring" and loss.name in GATHER_ONLY_OBJECTIVES:
@@ -172,13 +199,17 @@ def _check_model(config) -> None:
 
 
 def _check_data(config) -> None:
-    tokenizer = config.data.get("tokenizer", "word")
-    if tokenizer in ("word", "clip_bpe"):
+    spec = str(config.data.get("tokenizer", "word"))
+    if spec in ("word", "clip_bpe"):
         return
-    if not str(tokenizer).endswith((".model", ".json", ".txt.gz")):
+    tokenizer = spec.removeprefix("siglip:")
+    if not tokenizer.endswith((".model", ".json", ".txt.gz")) or (
+        spec != tokenizer and not tokenizer.endswith(".model")
+    ):
         raise ConfigError(
-            f"config.data.tokenizer is {tokenizer!r}; use 'word', 'clip_bpe', a SentencePiece .model file, "
-            "a Hugging Face tokenizers .json file or a CLIP BPE .txt.gz vocabulary"
+            f"config.data.tokenizer is {spec!r}; use 'word', 'clip_bpe', a SentencePiece .model file "
+            "('siglip:PATH.model' for SigLIP's), a Hugging Face tokenizers .json file or a CLIP BPE .txt.gz "
+            "vocabulary"
         )
     if not os.path.isfile(tokenizer):
         raise ConfigError(

@@ -25,7 +25,9 @@ def base_config(loss: str = "clip", dataset: str = "shapes_count", model: str = 
     # A finished run's workdir or an experiments/convert.py directory: its model and parameters
     # start this run (fine-tuning). None: random initialisation.
     c.init_from = ml_collections.FieldReference(None, field_type=str)
-    c.mesh = ml_collections.ConfigDict(dict(data=-1))  # data-parallel devices; -1: all of them
+    # Devices: the batch splits over data x fsdp; parameters and optimizer state over fsdp
+    # (-1: all remaining devices). fsdp = 1 is plain data parallelism.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
 
     c.data = ml_collections.ConfigDict(
         dict(name=dataset, builder_config="default", tokenizer="word", **DATASETS[dataset])

@@ -19,6 +19,10 @@ def get_config(dataset: str = "coco_captions"):
     c.log_every = 100
     c.checkpoint_every = 2000
     c.keep_checkpoints = 3
+    c.init_from = ml_collections.FieldReference(None, field_type=str)
+    # Devices: the batch splits over data x fsdp; parameters and optimizer state over fsdp
+    # (-1: all remaining devices). fsdp = 1 is plain data parallelism.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     c.data = ml_collections.ConfigDict(
         dict(
             name=dataset or "coco_captions",
