@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 REFS_STAMP := $(VENV)/.torch-refs-stamp
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 
-.PHONY: demo test lint install results clean
+.PHONY: demo test lint install results notebooks clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m experiments.demo
 
+# Two workers (CI has two cores; tracing and XLA compilation are single-threaded), one test file
+# per worker at a time so that module fixtures are built once.
 test: $(REFS_STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check contrastive_jax experiments tests benchmarks
@@ -40,3 +42,7 @@ clean:
 # The results table of experiments/results/results.md (about 2 h on a 2-core CPU; not part of CI).
 results: $(STAMP)
 	$(PY) -m experiments.results
+
+# Re-run the Colab notebooks with full settings and store their outputs (about 15 min on a 2-core CPU).
+notebooks: $(STAMP)
+	$(PY) colabs/refresh_outputs.py

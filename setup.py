@@ -28,7 +28,7 @@ TRAIN = ["tqdm>=4.60", "matplotlib>=3.8", "tensorboardX>=2.6"]
 # Test references for the pretrained-model converters and tokenizers (see the Makefile: open_clip_torch
 # itself is installed with --no-deps). torch 2.13.0 is the CPU build these machines install locally.
 TORCH_REFS = ["torch==2.13.0", "transformers>=5.0,<6", "safetensors>=0.4", "ftfy>=6.0", "regex>=2023.0"]
-DEV = ["pytest>=8.0", "ruff>=0.6", "nbmake>=1.5", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.0"]
+DEV = ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6", "nbmake>=1.5", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.0"]
 
 setup(
     name="contrastive_jax",

@@ -225,7 +225,7 @@ def test_evaluation_skips_a_damaged_latest_checkpoint(straight_run, tmp_path, ca
         assert 0.0 <= results[key] <= 1.0
 
 
-@pytest.mark.parametrize("devices", [2, 8])  # data x fsdp meshes: tests/test_fsdp.py
+@pytest.mark.parametrize("devices", [8])  # 2 x 4 data x fsdp: tests/test_fsdp.py
 def test_sharded_isogclr_state_equals_replicated_state_and_resumes(data_dir, tmp_path, devices):
     replicated = on_devices(clip_config(steps=4, loss="isogclr"), devices)
     training.train(replicated, str(tmp_path / "replicated"), evaluate=False)

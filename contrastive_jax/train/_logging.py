@@ -95,23 +95,24 @@ def read_metrics(workdir: str) -> list[dict]:
 
 
 def save_plots(workdir: str, model, config, tokenizer, num_pairs: int = 12) -> dict[str, str]:
-    """The loss curve and an image–text cosine-similarity matrix of test pairs, as PNGs."""
-    import matplotlib
+    """The loss curve and an image–text cosine-similarity matrix of test pairs, as PNGs.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on bare `matplotlib.figure.Figure`s: pyplot's backend (a notebook's inline one, say)
+    is left as the user set it.
+    """
+    from matplotlib.figure import Figure
 
     from contrastive_jax import data
 
     paths = {}
     records = read_metrics(workdir)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     ax.plot([r["step"] for r in records], [r["loss"] for r in records])
     ax.set(xlabel="step", ylabel="training loss", title=f"{config.loss.name} on {config.data.name}")
     fig.tight_layout()
     paths["loss_curve"] = os.path.join(workdir, "loss_curve.png")
     fig.savefig(paths["loss_curve"], dpi=120)
-    plt.close(fig)
 
     dataset = data.make_dataset(
         data.load_source(config.data.name, "test", config=config.data.get("builder_config", None)),
@@ -126,16 +127,16 @@ def save_plots(workdir: str, model, config, tokenizer, num_pairs: int = 12) -> d
         pixel_std=data.pixel_stats(config.data)[1],
     )
     batch = next(iter(dataset))
-    from contrastive_jax.evaluate._run import Encoders
+    from contrastive_jax.evaluate import Encoders
 
     encoders = Encoders(model)
     sim = encoders.encode_image(batch["image"]) @ encoders.encode_text(batch["tokens"]).T
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
     im = ax.imshow(sim, cmap="viridis")
     ax.set(xlabel="text", ylabel="image", title="cosine similarity of test pairs (diagonal = matches)")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     paths["similarity"] = os.path.join(workdir, "similarity.png")
     fig.savefig(paths["similarity"], dpi=120)
-    plt.close(fig)
     return paths
