@@ -39,10 +39,11 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) .jax_cache .pytest_cache *.egg-info
 
-# The results table of experiments/results/results.md (about 2 h on a 2-core CPU; not part of CI).
+# The results table of experiments/results/results.md (5 seeds, about 3.5 h on a 2-core CPU; not part
+# of CI). Rows are saved as they land and reused while their code and config are unchanged.
 results: $(STAMP)
 	$(PY) -m experiments.results
 
-# Re-run the Colab notebooks with full settings and store their outputs (about 15 min on a 2-core CPU).
+# Re-run the Colab notebooks with full settings and store their outputs (about 7 min on a 2-core CPU).
 notebooks: $(STAMP)
 	$(PY) colabs/refresh_outputs.py
