@@ -1,24 +1,36 @@
 """Regenerates experiments/results/results.md: the papers' claims, measured on the embedded datasets.
 
-    python -m experiments.results                 # all rows, 5 seeds (about 3.5 h on a 2-core CPU)
-    python -m experiments.results --smoke         # 1 seed, a few steps: checks the pipeline only
-    make results                                  # the same as the first line
+    python -m experiments.results                  # every row, 5 seeds (a few CPU hours)
+    python -m experiments.results --only counting  # one comparison (and the rows it fine-tunes from)
+    python -m experiments.results --smoke          # 1 seed, 2 steps, tiny data: checks the pipeline
+    make results                                   # the same as the first line
 
-    python -m experiments.results --table-only    # re-render results.md from results.json
+    python -m experiments.results --table-only     # re-render results.md and plots/ from results.json
 
 Every number in the table comes from a training run this script starts (fixed seeds, the same
-budget per row within a comparison) and its evaluation on the test split; nothing is typed. Each
-claim is judged on the differences paired by seed: "reproduced" when the 95% confidence interval
-of the mean difference (Student's t) lies above 0, "contradicted" when it lies below, else
-"inconclusive"; secondary claims ("other accuracy holds") pass a non-inferiority test when the
-interval's lower end is above −NON_INFERIORITY_MARGIN. Every row records its provenance (commit,
-a hash of the library and experiment code, a hash of its resolved config, jax/flax versions, seed,
-steps, wall time); a rerun reuses a row only when its code and config hashes still match.
+budget for the rows a claim compares) and its evaluation on the test split; nothing is typed.
+Each claim is judged on the differences paired by seed: "reproduced" when the 95% confidence
+interval of the mean difference (Student's t) lies above 0, "contradicted" when it lies below,
+else "inconclusive"; secondary claims ("other accuracy holds") pass a non-inferiority test when
+the interval's lower end is above −NON_INFERIORITY_MARGIN. Every row records its provenance
+(commit, a hash of the code its numbers depend on, a hash of its resolved config, jax/flax
+versions, seed, steps, wall time); a rerun reuses a row only when both hashes still match, and
+results.json is rewritten after every row, so an interrupted run resumes where it stopped.
+
+The comparisons:
+* models: CLIP, SigLIP and CoCa trained alike;
+* counting (Teaching CLIP to Count): the models table's CLIP, fine-tuned from its checkpoint
+  (`config.init_from`) with and without the counting loss;
+* batch_curve (DCL): DCL and NT-Xent at batch sizes 8 to 64, each seeing the same examples;
+* long_tail (iSogCLR): SogCLR, iSogCLR and CLIP on steeply imbalanced colour-shape pairs
+  (`long_tail_steep`), with accuracy on the rare pairs and, for iSogCLR, the correlation of its
+  learned per-sample τ with the frequency of each sample's pair.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -27,101 +39,121 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# (comparison, row name, config module, dataset, overrides)
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row of a comparison: a config module, its overrides and step budget, trained per seed.
+
+    `init_from` names another row (`"comparison/name"`) whose run of the same seed this one
+    fine-tunes (`config.init_from`); `measure` names functions of experiments/measure.py run on
+    the finished workdir, whose numbers join the row.
+    """
+
+    comparison: str
+    name: str
+    module: str
+    steps: int
+    overrides: dict = dataclasses.field(default_factory=dict)
+    init_from: str | None = None
+    measure: tuple[str, ...] = ()
+
+
+LONG_TAIL = {"data.builder_config": "long_tail_steep"}
+FINE_TUNE = {"optim.lr": 5e-4, "optim.warmup_steps": 10}
+PRETRAINED = "models/CLIP"
+CURVE_BATCHES = (8, 16, 32, 64)
+CURVE_EXAMPLES = 300 * 64  # every point of the batch curve sees the same 19,200 training examples
+
+# In the order they run: counting first (its pretrained CLIP is the models table's CLIP row).
 EXPERIMENTS = [
-    ("models", "CLIP", "clip", "shapes_count", {}),
-    ("models", "SigLIP", "siglip", "shapes_count", {}),
-    ("models", "CoCa", "coca", "shapes_count", {}),
-    ("counting", "CLIP", "clip", "shapes_count", {}),
-    ("counting", "CLIP + counting loss", "clip_count", "shapes_count", {}),
-    ("long_tail", "CLIP (learned global τ)", "clip", "shapes_count", {"data.builder_config": "long_tail"}),
-    (
-        "long_tail",
-        "CLIP (fixed τ = 0.01)",
-        "clip",
-        "shapes_count",
-        {"data.builder_config": "long_tail", "loss.fixed_temperature": 0.01},
-    ),
-    ("long_tail", "SogCLR (fixed τ)", "sogclr", "shapes_count", {"data.builder_config": "long_tail"}),
-    ("long_tail", "iSogCLR (per-sample τ)", "isogclr", "shapes_count", {"data.builder_config": "long_tail"}),
-    ("small_batch", "NT-Xent, batch 16", "nt_xent", "shapes_count", {"batch_size": 16}),
-    ("small_batch", "DCL, batch 16", "dcl", "shapes_count", {"batch_size": 16}),
-    ("small_batch", "NT-Xent, batch 64", "nt_xent", "shapes_count", {"batch_size": 64}),
-    ("small_batch", "DCL, batch 64", "dcl", "shapes_count", {"batch_size": 64}),
-]
+    Row("models", "CLIP", "clip", 300),
+    Row("counting", "CLIP (pretrained)", "clip", 300),  # the same run as models/CLIP
+    Row("counting", "fine-tuned, CLIP loss", "clip", 150, FINE_TUNE, init_from=PRETRAINED),
+    Row("counting", "fine-tuned, + counting loss", "clip_count", 150, FINE_TUNE, init_from=PRETRAINED),
+    *(Row("batch_curve", f"{label}, batch {b}", module, CURVE_EXAMPLES // b, {"batch_size": b})
+      for b in CURVE_BATCHES for label, module in (("NT-Xent", "nt_xent"), ("DCL", "dcl"))),
+    Row("long_tail", "CLIP (learned global τ)", "clip", 600, LONG_TAIL, measure=("rare_pair_accuracy",)),
+    Row("long_tail", "SogCLR (fixed τ)", "sogclr", 600, LONG_TAIL, measure=("rare_pair_accuracy",)),
+    Row("long_tail", "iSogCLR (per-sample τ)", "isogclr", 600, LONG_TAIL,
+        measure=("rare_pair_accuracy", "temperature_vs_frequency")),
+    Row("models", "SigLIP", "siglip", 300),
+    Row("models", "CoCa", "coca", 300),
+]  # fmt: skip
 METRICS = {
-    "models": (
-        "zero_shot/color",
-        "zero_shot/shape",
-        "zero_shot/count",
-        "image_to_text_r@1",
-        "text_to_image_r@1",
-    ),
-    "counting": ("counting_accuracy", "zero_shot/count", "zero_shot/color", "zero_shot/shape"),
-    "long_tail": (
-        "zero_shot/color",
-        "zero_shot/shape",
-        "rare_pairs/color",
-        "rare_pairs/shape",
-        "image_to_text_r@1",
-    ),
-    "small_batch": ("zero_shot/color", "zero_shot/shape", "image_to_text_r@1"),
-}
+    "models": ("zero_shot/color", "zero_shot/shape", "zero_shot/count", "image_to_text_r@1",
+               "text_to_image_r@1"),
+    "counting": ("zero_shot/count", "counting_accuracy", "zero_shot/color", "zero_shot/shape"),
+    "batch_curve": ("zero_shot/color", "zero_shot/shape", "image_to_text_r@1"),
+    "long_tail": ("zero_shot/color", "zero_shot/shape", "rare_pairs/color", "rare_pairs/shape",
+                  "tau_image_vs_frequency"),
+}  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """`better − baseline` on `metric` (paired by seed) should be > 0; with `baseline=None`, the
+    metric itself should be > 0 (e.g. a correlation). `secondary` metrics should not get worse
+    by more than NON_INFERIORITY_MARGIN."""
+
+    text: str
+    better: str
+    baseline: str | None
+    metric: str
+    secondary: tuple[str, ...] = ()
+
+
 CLAIMS = {
-    "models": None,
-    "counting": ("CLIP + counting loss", "CLIP", "counting_accuracy",
-                 "Teaching CLIP to Count: counting improves while other accuracy holds",
-                 ("zero_shot/color", "zero_shot/shape")),
-    "long_tail": ("iSogCLR (per-sample τ)", "SogCLR (fixed τ)", "rare_pairs/shape",
-                  "iSogCLR: individual temperatures help most on rare (long-tail) semantics"),
-    "small_batch": ("DCL, batch 16", "NT-Xent, batch 16", "zero_shot/shape",
-                    "DCL: removing the positive from the denominator helps at small batch sizes"),
+    "counting": [
+        Claim("Teaching CLIP to Count: fine-tuning with the counting loss improves zero-shot counting "
+              "while other accuracy holds", "fine-tuned, + counting loss", "fine-tuned, CLIP loss",
+              "zero_shot/count", ("zero_shot/color", "zero_shot/shape")),
+        Claim("Teaching CLIP to Count: the true caption beats its wrong-count counterfactual more often",
+              "fine-tuned, + counting loss", "fine-tuned, CLIP loss", "counting_accuracy"),
+    ],
+    "batch_curve": [
+        Claim(f"DCL: removing the positive from the denominator helps at batch size {b}",
+              f"DCL, batch {b}", f"NT-Xent, batch {b}", "zero_shot/shape")
+        for b in CURVE_BATCHES
+    ],
+    "long_tail": [
+        Claim("iSogCLR: individual temperatures help most on rare (long-tail) semantics",
+              "iSogCLR (per-sample τ)", "SogCLR (fixed τ)", "rare_pairs/shape",
+              ("zero_shot/color", "zero_shot/shape")),
+        Claim("iSogCLR: samples with frequent semantics learn larger temperatures (Spearman ρ of τ_i "
+              "and the frequency of sample i's colour-shape pair > 0)", "iSogCLR (per-sample τ)", None,
+              "tau_image_vs_frequency"),
+    ],
 }  # fmt: skip
 # A secondary metric "holds" when the 95% interval of its paired difference stays above −margin.
 NON_INFERIORITY_MARGIN = 0.02
 CONFIDENCE = 0.95
+# What a row's numbers depend on besides its config: hashed into its code version. The rendering
+# and statistics in this file are not, so re-rendering never retrains.
+CODE_PATHS = ("contrastive_jax", "experiments/configs", "experiments/measure.py")
 
 
-def make_config(module: str, dataset: str, overrides: dict, seed: int, steps: int | None, smoke: bool):
+def make_config(row: Row, seed: int, smoke: bool, init_from: str | None = None):
+    """The resolved training config of `row` for `seed` (`init_from`: the workdir it fine-tunes)."""
     import importlib
 
-    config = importlib.import_module(f"experiments.configs.{module}").get_config(dataset)
+    config = importlib.import_module(f"experiments.configs.{row.module}").get_config("shapes_count")
     with config.unlocked():
         config.seed = seed
-        for key, value in overrides.items():
+        config.total_steps = row.steps
+        for key, value in row.overrides.items():
             node = config
             *path, leaf = key.split(".")
             for part in path:
                 node = node[part]
             node[leaf] = value
-        if steps:
-            config.total_steps = steps
+        if init_from is not None:
+            config.init_from = init_from
         config.checkpoint_every = config.total_steps
         if smoke:
             config.total_steps, config.log_every, config.checkpoint_every = 2, 1, 2
             config.data.builder_config = "tiny"
             config.eval.max_examples = 64
     return config
-
-
-def rare_pair_accuracy(workdir: str) -> dict[str, float]:
-    """Zero-shot colour/shape accuracy on test images whose (colour, shape) pair is rare in training."""
-    from contrastive_jax import evaluate, train
-    from contrastive_jax.data import _shapes
-
-    config, model, _, tokenizer = train.load_run(workdir)
-    model = evaluate.Encoders(model)
-    emb = evaluate.embed_split(model, config, tokenizer, "test")
-    weights = _shapes.combination_weights(long_tail=config.data.builder_config == "long_tail")
-    pair = emb["color"] * len(_shapes.SHAPES) + emb["shape"]
-    rare = weights[pair] <= np.median(weights)
-    out = {}
-    for question in ("color", "shape"):
-        out[f"rare_pairs/{question}"] = evaluate.zero_shot(
-            model, tokenizer, config.data.name, question, config.data.context_length, emb["image_emb"][rare],
-            emb[question][rare],
-        )  # fmt: skip
-    return out
 
 
 def _git(*args: str) -> str:
@@ -132,12 +164,12 @@ def _git(*args: str) -> str:
 
 
 def code_version() -> str:
-    """A hash of the code a row depends on: the library and experiments/ as committed, plus any
-    uncommitted change to them (so an edited working tree never reuses a row)."""
+    """A hash of the code the rows' numbers depend on (CODE_PATHS) as committed, plus any
+    uncommitted change to it (so an edited working tree never reuses a row)."""
     import hashlib
 
-    trees = [_git("rev-parse", f"HEAD:{path}") for path in ("contrastive_jax", "experiments")]
-    diff = _git("diff", "HEAD", "--", "contrastive_jax", "experiments")
+    trees = [_git("rev-parse", f"HEAD:{path}") for path in CODE_PATHS]
+    diff = _git("diff", "HEAD", "--", *CODE_PATHS)
     return hashlib.sha256("\n".join([*trees, diff]).encode()).hexdigest()[:16]
 
 
@@ -148,54 +180,89 @@ def config_hash(config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run(seeds, steps, smoke: bool, out_dir: str, measured_only: bool = False, previous=()) -> list[dict]:
-    """Trains and evaluates every (row, seed); a row of `previous` (results.json) is reused only
-    when its code version and config hash equal the current ones."""
+def _train_once(config, workdir: str, measured_only: bool):
+    """`(metrics, seconds)` of the run in `workdir`: read back when this code already finished it
+    there (e.g. before an interruption, or for another row with the same config), else trained."""
+    from contrastive_jax.train import train
+
+    done = os.path.join(workdir, "eval.json")
+    if os.path.exists(done) and os.path.exists(os.path.join(workdir, "wall_seconds.json")):
+        with open(done) as f:
+            metrics = json.load(f)
+        with open(os.path.join(workdir, "wall_seconds.json")) as f:
+            return metrics, json.load(f)["seconds"]
+    if measured_only:
+        return None, None
+    started = time.time()
+    metrics = train(config, workdir)
+    metrics.pop("plots", None)
+    seconds = time.time() - started
+    with open(os.path.join(workdir, "wall_seconds.json"), "w") as f:
+        json.dump({"seconds": seconds}, f)
+    return metrics, seconds
+
+
+def run(seeds, smoke: bool, out_dir: str, measured_only: bool = False, previous=(), only=None) -> list[dict]:
+    """Trains and evaluates every (row, seed) in EXPERIMENTS order (rows of `only` comparisons,
+    if given); a row of `previous` (results.json) is reused only when its code version and
+    config hash equal the current ones. Rows are saved to results.json as they land."""
     import flax
     import jax
 
-    from contrastive_jax.train import train
+    from experiments import measure
 
     version, commit = code_version(), _git("rev-parse", "--short", "HEAD")
-    known = {
-        (r["comparison"], r["name"], r["seed"], r.get("code_version"), r.get("config_hash")): r
-        for r in previous
-    }
+    known = {(r["comparison"], r["name"], r["seed"], r.get("code_version"), r.get("config_hash")): r
+             for r in previous}  # fmt: skip
+    workdirs: dict[tuple[str, int], str] = {}  # ("comparison/name", seed) -> its run
     rows = []
-    for comparison, name, module, dataset, overrides in EXPERIMENTS:
+    for row in EXPERIMENTS:
+        if (
+            only
+            and row.comparison not in only
+            and not any(
+                r.init_from == f"{row.comparison}/{row.name}" for r in EXPERIMENTS if r.comparison in only
+            )
+        ):
+            continue
         for seed in seeds:
-            config = make_config(module, dataset, overrides, seed, steps, smoke)
+            source = None
+            if row.init_from is not None:
+                source = workdirs.get((row.init_from, seed))
+                if source is None or not os.path.exists(os.path.join(source, "eval.json")):
+                    continue  # its pretrained run is not measured (--measured-only)
+            config = make_config(row, seed, smoke, init_from=source)
             digest = config_hash(config)
-            if (comparison, name, seed, version, digest) in known:
-                rows.append(known[(comparison, name, seed, version, digest)])
+            # Named by configuration and code, not by row: rows with one config train once, and
+            # a changed config or code never reads an older run's numbers.
+            workdir = os.path.join(out_dir, "runs", f"{row.module}-seed{seed}-{digest}-{version}")
+            workdirs[(f"{row.comparison}/{row.name}", seed)] = workdir
+            key = (row.comparison, row.name, seed, version, digest)
+            if key in known:
+                rows.append(known[key])
                 continue
-            # Named by configuration and code, not comparison: a row shared by two comparisons
-            # trains once, and a changed config or code never reads an older run's numbers.
-            workdir = os.path.join(out_dir, "runs", f"{module}-seed{seed}-{digest}-{version}")
-            started = time.time()
-            if os.path.exists(os.path.join(workdir, "eval.json")):
-                with open(os.path.join(workdir, "eval.json")) as f:
-                    metrics = json.load(f)  # measured by an interrupted invocation of this same code
-                with open(os.path.join(workdir, "wall_seconds.json")) as f:
-                    seconds = json.load(f)["seconds"]
-            elif measured_only:
+            metrics, seconds = _train_once(config, workdir, measured_only)
+            if metrics is None:
                 continue  # --measured-only: summarise the finished runs, train nothing
-            else:
-                metrics = train(config, workdir)
-                metrics.pop("plots", None)
-                seconds = time.time() - started
-                with open(os.path.join(workdir, "wall_seconds.json"), "w") as f:
-                    json.dump({"seconds": seconds}, f)
-            if comparison == "long_tail":
-                metrics.update(rare_pair_accuracy(workdir))
-            rows.append({"comparison": comparison, "name": name, "seed": seed, "steps": config.total_steps,
-                         "batch_size": config.batch_size, "seconds": seconds, "commit": commit,
-                         "code_version": version, "config_hash": digest, "jax": jax.__version__,
-                         "flax": flax.__version__, **metrics})  # fmt: skip
-            print(f"[results] {comparison:12s} {name:28s} seed {seed}: "
-                  + ", ".join(f"{k}={metrics[k]:.3f}" for k in METRICS[comparison] if k in metrics), flush=True)  # fmt: skip
-            _save(rows, out_dir, smoke)  # commit rows as they land: a stopped job resumes from here
-    return rows
+            for name in row.measure:
+                metrics.update(getattr(measure, name)(workdir))
+            rows.append({"comparison": row.comparison, "name": row.name, "seed": seed,
+                         "steps": config.total_steps, "batch_size": config.batch_size, "seconds": seconds,
+                         "init_from": row.init_from, "commit": commit, "code_version": version,
+                         "config_hash": digest, "jax": jax.__version__, "flax": flax.__version__, **metrics})  # fmt: skip
+            print(f"[results] {row.comparison:12s} {row.name:28s} seed {seed}: "
+                  + ", ".join(f"{k}={metrics[k]:.3f}" for k in METRICS[row.comparison] if k in metrics), flush=True)  # fmt: skip
+            _save(_with_others(rows, previous, only), out_dir, smoke)  # a stopped job resumes from here
+    return _with_others(rows, previous, only)
+
+
+def _with_others(rows, previous, only):
+    """`rows` plus, when only some comparisons ran, the previous rows of the others."""
+    if not only:
+        return rows
+    produced = {(r["comparison"], r["name"], r["seed"]) for r in rows}
+    return rows + [r for r in previous if r["comparison"] not in only
+                   and (r["comparison"], r["name"], r["seed"]) not in produced]  # fmt: skip
 
 
 def _save(rows, out_dir: str, smoke: bool) -> None:
@@ -231,6 +298,19 @@ def _by_seed(group, name, metric) -> dict[int, float]:
     return {r["seed"]: float(r[metric]) for r in group if r["name"] == name and metric in r}
 
 
+def _differences(group, claim: Claim, metric: str) -> dict[int, float]:
+    """Per seed: better − baseline on `metric` (or the better row's value when there is no baseline)."""
+    better = _by_seed(group, claim.better, metric)
+    if claim.baseline is None:
+        return better
+    baseline = _by_seed(group, claim.baseline, metric)
+    return {seed: better[seed] - baseline[seed] for seed in sorted(better.keys() & baseline.keys())}
+
+
+def _interval(diffs: dict[int, float]):
+    return paired_interval(diffs, dict.fromkeys(diffs, 0.0))
+
+
 def _provenance(group) -> str:
     def values(key):
         found = sorted({str(r.get(key, "unknown")) for r in group})
@@ -245,47 +325,134 @@ def _provenance(group) -> str:
             f"flax {values('flax')}; {len(group)} runs, {seconds / 60:.0f} min of recorded wall time.")  # fmt: skip
 
 
+def _points(value: float) -> str:
+    return f"{100 * value:+.1f}"
+
+
+def _claim_lines(group, claim: Claim) -> list[str]:
+    mean, low, high, n = _interval(_differences(group, claim, claim.metric))
+    if claim.baseline is None:
+        what = f"{claim.better}: {claim.metric} over {n} seeds: mean {mean:+.3f}, {100 * CONFIDENCE:.0f}% CI [{low:+.3f}, {high:+.3f}]"
+    else:
+        what = (f"{claim.better} − {claim.baseline} on {claim.metric}, {n} paired seeds: {_points(mean)} points, "
+                f"{100 * CONFIDENCE:.0f}% CI [{_points(low)}, {_points(high)}]")  # fmt: skip
+    lines = ["", f"Claim — {claim.text}. {what}: **{verdict(low, high)}**."]
+    for secondary in claim.secondary:
+        mean, low, high, n = _interval(_differences(group, claim, secondary))
+        holds = not np.isnan(low) and low > -NON_INFERIORITY_MARGIN
+        lines += ["", f"Non-inferiority on {secondary} (margin {100 * NON_INFERIORITY_MARGIN:.0f} points): "
+                      f"{_points(mean)}, CI [{_points(low)}, {_points(high)}]: **{'holds' if holds else 'not shown'}**."]  # fmt: skip
+    return lines
+
+
+def _cell(metric: str, values: np.ndarray) -> str:
+    if not values.size:
+        return "-"
+    if metric.startswith("tau_"):  # a correlation, not an accuracy
+        return f"{values.mean():+.2f} ± {values.std():.2f}"
+    return f"{100 * values.mean():.1f} ± {100 * values.std():.1f}"
+
+
 def summarise(rows: list[dict]) -> str:
     """results.md from the rows of results.json (`--table-only` renders exactly this)."""
     lines = ["# Results on the embedded datasets", "",
              "Rendered from results.json by `python -m experiments.results --table-only`. Mean ± std over "
-             "seeds; test split; every row of a comparison has the same steps and batch size. Claims: mean "
-             f"paired difference (by seed) with its {100 * CONFIDENCE:.0f}% t-interval.", ""]  # fmt: skip
+             "seeds, in points (correlations as they are); test split; rows compared in a claim have the "
+             "same steps and batch size. Claims: mean difference paired by seed, with its "
+             f"{100 * CONFIDENCE:.0f}% t-interval.", ""]  # fmt: skip
     for comparison, metrics in METRICS.items():
         group = [r for r in rows if r["comparison"] == comparison]
         if not group:
             continue
         names = list(dict.fromkeys(r["name"] for r in group))
-        first = group[0]
-        lines += [f"## {comparison.replace('_', ' ')}  ({first['steps']} steps, seeds: "
-                  f"{sorted({r['seed'] for r in group})})", "",
-                  "| row | batch | seeds | " + " | ".join(metrics) + " |", "| --- | ---: | ---: |" + " ---: |" * len(metrics)]  # fmt: skip
+        lines += [f"## {comparison.replace('_', ' ')}  (seeds: {sorted({r['seed'] for r in group})})", "",
+                  "| row | steps | batch | seeds | " + " | ".join(metrics) + " |",
+                  "| --- | ---: | ---: | ---: |" + " ---: |" * len(metrics)]  # fmt: skip
         for name in names:
             runs = [r for r in group if r["name"] == name]
-            cells = []
-            for metric in metrics:
-                values = np.array([r[metric] for r in runs if metric in r], dtype=float)
-                cells.append(f"{100 * values.mean():.1f} ± {100 * values.std():.1f}" if values.size else "-")
-            lines.append(f"| {name} | {runs[0]['batch_size']} | {len(runs)} | " + " | ".join(cells) + " |")
-        claim = CLAIMS.get(comparison)
-        if claim:
-            better, baseline, metric, text, *rest = claim
-            mean, low, high, n = paired_interval(
-                _by_seed(group, better, metric), _by_seed(group, baseline, metric)
-            )
-            lines += ["", f"Claim — {text}. {better} − {baseline} on {metric}, {n} paired seeds: "
-                          f"{100 * mean:+.1f} points, {100 * CONFIDENCE:.0f}% CI [{100 * low:+.1f}, {100 * high:+.1f}]: "
-                          f"**{verdict(low, high)}**."]  # fmt: skip
-            for secondary in rest[0] if rest else ():
-                mean, low, high, n = paired_interval(
-                    _by_seed(group, better, secondary), _by_seed(group, baseline, secondary)
-                )
-                holds = not np.isnan(low) and low > -NON_INFERIORITY_MARGIN
-                lines += ["", f"Non-inferiority on {secondary} (margin {100 * NON_INFERIORITY_MARGIN:.0f} points): "
-                             f"{100 * mean:+.1f}, CI [{100 * low:+.1f}, {100 * high:+.1f}]: "
-                             f"**{'holds' if holds else 'not shown'}**."]  # fmt: skip
+            cells = [_cell(m, np.array([r[m] for r in runs if m in r], dtype=float)) for m in metrics]
+            lines.append(f"| {name} | {runs[0]['steps']} | {runs[0]['batch_size']} | {len(runs)} | "
+                         + " | ".join(cells) + " |")  # fmt: skip
+        for claim in CLAIMS.get(comparison, ()):
+            lines += _claim_lines(group, claim)
+        if comparison in CLAIMS:  # plot() draws it beside results.md
+            lines += ["", f"![{comparison}](plots/{comparison}.png)"]
         lines += ["", _provenance(group), ""]
     return "\n".join(lines)
+
+
+def plot(rows: list[dict], out_dir: str) -> list[str]:
+    """PNGs in `out_dir`/plots: per comparison, each claim's per-seed differences with their mean
+    and interval (and the batch curve, the τ-vs-frequency scatter). Returns the paths written."""
+    from matplotlib.figure import Figure
+
+    os.makedirs(os.path.join(out_dir, "plots"), exist_ok=True)
+    written = []
+    for comparison, claims in CLAIMS.items():
+        group = [r for r in rows if r["comparison"] == comparison]
+        if not group:
+            continue
+        panels = [(claim, metric) for claim in claims for metric in (claim.metric, *claim.secondary)]
+        extra = comparison in ("batch_curve", "long_tail")
+        fig = Figure(figsize=(4.2 * (len(panels) + extra), 3.4), layout="constrained")
+        axes = fig.subplots(1, len(panels) + extra, squeeze=False)[0]
+        for ax, (claim, metric) in zip(axes, panels):
+            diffs = _differences(group, claim, metric)
+            mean, low, high, n = _interval(diffs)
+            scale = 1.0 if metric.startswith("tau_") else 100.0
+            ax.axhline(0.0, color="black", lw=0.8)
+            if metric != claim.metric:
+                ax.axhline(-100 * NON_INFERIORITY_MARGIN, color="tab:red", ls="--", lw=0.8, label="margin")
+                ax.legend(fontsize=7, loc="lower right")
+            ax.scatter(np.zeros(len(diffs)) + np.linspace(-0.1, 0.1, len(diffs)), scale * np.array(list(diffs.values())),
+                       color="tab:gray", s=14, label="seeds")  # fmt: skip
+            if n >= 2:
+                ax.errorbar([0.35], [scale * mean], yerr=[[scale * (mean - low)], [scale * (high - mean)]],
+                            fmt="o", color="tab:blue", capsize=4)  # fmt: skip
+            ax.set_xlim(-0.5, 0.8)
+            ax.set_xticks([])
+            unit = "" if scale == 1.0 else " (points)"
+            label = metric if claim.baseline is None else f"Δ {metric}{unit}"
+            ax.set_ylabel(label, fontsize=8)
+            title = claim.better if claim.baseline is None else f"{claim.better}\n− {claim.baseline}"
+            ax.set_title(title, fontsize=8)
+        if comparison == "batch_curve":
+            _plot_batch_curve(axes[-1], group)
+        if comparison == "long_tail":
+            _plot_tau_scatter(axes[-1], group)
+        path = os.path.join(out_dir, "plots", f"{comparison}.png")
+        fig.savefig(path, dpi=110)
+        written.append(path)
+    return written
+
+
+def _plot_batch_curve(ax, group) -> None:
+    metric = CLAIMS["batch_curve"][0].metric
+    for label, color in (("NT-Xent", "tab:orange"), ("DCL", "tab:blue")):
+        xs, means, errs = [], [], []
+        for b in CURVE_BATCHES:
+            values = np.array(list(_by_seed(group, f"{label}, batch {b}", metric).values()))
+            if values.size:
+                xs.append(b)
+                means.append(100 * values.mean())
+                errs.append(100 * values.std(ddof=1) if values.size > 1 else 0.0)
+        ax.errorbar(xs, means, yerr=errs, marker="o", capsize=3, color=color, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size (same examples seen)", fontsize=8)
+    ax.set_ylabel(f"{metric} (points, ± sd)", fontsize=8)
+    ax.legend(fontsize=7)
+
+
+def _plot_tau_scatter(ax, group) -> None:
+    runs = [r for r in group if "pair_tau_image" in r]
+    for r in runs:
+        ax.scatter(r["pair_frequency"], r["pair_tau_image"], s=12, alpha=0.7, label=f"seed {r['seed']}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training frequency of the colour-shape pair", fontsize=8)
+    ax.set_ylabel("mean learned τ (image side)", fontsize=8)
+    ax.set_title("iSogCLR: τ vs. frequency", fontsize=8)
+    if runs:
+        ax.legend(fontsize=6)
 
 
 def main() -> None:
@@ -293,10 +460,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--steps", type=int, default=300, help="training steps per run (same for every row)")
-    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--only", nargs="+", choices=sorted(METRICS), help="run only these comparisons")
+    parser.add_argument(
+        "--smoke", action="store_true", help="1 seed, 2 steps, tiny data: checks the pipeline"
+    )
     parser.add_argument("--measured-only", action="store_true", help="tabulate finished runs only")
-    parser.add_argument("--table-only", action="store_true", help="render results.md from results.json")
+    parser.add_argument(
+        "--table-only", action="store_true", help="render results.md and plots from results.json"
+    )
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args()
     suffix = "_smoke" if args.smoke else ""
@@ -309,8 +480,10 @@ def main() -> None:
         rows = previous
     else:
         seeds = args.seeds[:1] if args.smoke else args.seeds
-        rows = run(seeds, args.steps, args.smoke, args.out, args.measured_only, previous)
+        rows = run(seeds, args.smoke, args.out, args.measured_only, previous, only=args.only)
         _save(rows, args.out, args.smoke)
+    if not args.smoke:
+        plot(rows, args.out)
     table = summarise(rows)
     with open(md_path, "w") as f:
         f.write(table + "\n")

@@ -55,9 +55,29 @@ def test_captions_name_count_colour_shape_and_counterfactual_differs_in_count_on
 
 
 def test_long_tail_training_pairs_are_imbalanced():
-    pairs = [(e["color"], e["shape"]) for e in (_shapes.example(1, i, long_tail=True) for i in range(3000))]
+    pairs = [(e["color"], e["shape"]) for e in (_shapes.example(1, i, zipf=1.1) for i in range(3000))]
     counts = sorted(np.unique(np.array(pairs), axis=0, return_counts=True)[1])
     assert counts[-1] > 8 * counts[0]
+
+
+@pytest.mark.parametrize("config, zipf", [("default", 0.0), ("long_tail", 1.1), ("long_tail_steep", 2.0)])
+def test_pair_frequencies_match_the_drawn_pairs(config, zipf):
+    freq = data.pair_frequencies(config)
+    assert freq.shape == (len(data.COLORS), len(data.SHAPES)) and np.isclose(freq.sum(), 1.0)
+    # Zipf by hand: sorted weights are 1/k^s, normalised.
+    ranks = np.arange(1, freq.size + 1)
+    expected = (1.0 / ranks**zipf) / (1.0 / ranks**zipf).sum()
+    np.testing.assert_allclose(np.sort(freq.ravel())[::-1], expected, rtol=1e-12)
+    # The examples are drawn from these frequencies (4,000 draws: within 5 standard errors).
+    n = 4000
+    counts = np.zeros_like(freq)
+    for i in range(n):
+        e = _shapes.example(1, i, zipf=zipf)
+        counts[e["color"], e["shape"]] += 1
+    stderr = np.sqrt(freq * (1 - freq) / n)
+    assert np.all(np.abs(counts / n - freq) < 5 * stderr + 1e-9)
+    with pytest.raises(ValueError, match="unknown shapes_count builder config"):
+        data.pair_frequencies("long_tails")
 
 
 def test_digits_are_sklearns_digits(data_dir):

@@ -204,6 +204,11 @@ def test_evaluation_needs_a_run(data_dir, tmp_path):
         training.evaluate_checkpoint(str(tmp_path))
 
 
+def test_loss_state_reader_names_a_run_without_one(straight_run):
+    with pytest.raises(training.CheckpointError, match="keeps no per-sample loss state"):
+        training.load_loss_state(str(straight_run[0]))
+
+
 def test_evaluation_skips_a_damaged_latest_checkpoint(straight_run, tmp_path, caplog):
     shutil.copytree(straight_run[0], tmp_path, dirs_exist_ok=True)  # checkpoints at 4, 8, 12
     for chunk in (tmp_path / "checkpoints" / "12" / "state").rglob("*"):
@@ -253,6 +258,13 @@ def test_sharded_isogclr_state_equals_replicated_state_and_resumes(data_dir, tmp
             np.asarray(got_leaf)[:samples], np.asarray(want_leaf), rtol=1e-5, atol=1e-6
         )
     assert not np.all(np.asarray(state["loss_state"].tau_image) == 0.01)  # temperatures did move
+    # The public reader returns the same arrays as the full restore above, on the host.
+    step, loaded = training.load_loss_state(str(tmp_path / "sharded"))
+    assert step == 4 and set(loaded) >= {"tau_image", "tau_text", "seen"}
+    for name in ("tau_image", "tau_text", "u_image", "seen"):
+        np.testing.assert_array_equal(
+            loaded[name], np.asarray(getattr(state["loss_state"], name)), err_msg=name
+        )
 
 
 def test_logit_scale_comes_back_from_the_clamp(data_dir, tmp_path):

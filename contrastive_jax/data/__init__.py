@@ -7,7 +7,9 @@
   `.model` / `.json` / `.txt.gz` file), `word_tokenizer_for(name)`, `WordTokenizer`,
   `SentencePieceTokenizer`, `HFTokenizer`, `ClipBPETokenizer` (ids equal `open_clip.tokenize`),
   `SiglipTokenizer` (ids equal transformers' `SiglipTokenizer`), `resolve_tokenizer`;
-* `zero_shot_prompts(name, question)` → prompts per class for zero-shot evaluation.
+* `zero_shot_prompts(name, question)` → prompts per class for zero-shot evaluation;
+* `pair_frequencies(builder_config)` → how often each (colour, shape) pair occurs in shapes_count's
+  training split (uniform, or Zipf for "long_tail" / "long_tail_steep").
 
 TensorFlow is never imported: the builders write array_record and read it with `data_source`.
 """
@@ -32,7 +34,7 @@ from contrastive_jax.data._prompts import (
     template_prompts,
     zero_shot_prompts,
 )
-from contrastive_jax.data._shapes import COLORS, NUMBER_WORDS, SHAPES
+from contrastive_jax.data._shapes import COLORS, NUMBER_WORDS, SHAPES, pair_frequencies
 from contrastive_jax.data._tfds_eval import (
     EvalSource,
     center_square,
@@ -62,6 +64,7 @@ __all__ = [
     "open_eval_source",
     "template_prompts",
     "COLORS",
+    "pair_frequencies",
     "DIGIT_WORDS",
     "NUMBER_WORDS",
     "PIXEL_MEAN",

@@ -18,20 +18,30 @@ from contrastive_jax.data import _digits, _shapes
 class ShapesCountConfig(tfds.core.BuilderConfig):
     num_train: int = 20_000
     num_test: int = 2_000
-    long_tail: bool = False
+    zipf: float = 0.0  # training (colour, shape) pairs ∝ 1 / rank^zipf; 0 = uniform
 
 
 class ShapesCount(tfds.core.GeneratorBasedBuilder):
     """Images of 1–10 identical coloured shapes (plus an optional distractor) with captions.
 
-    Configs: "default" (20,000 / 2,000), "long_tail" (training colour-shape pairs drawn from a
-    Zipf-like distribution, balanced test split) and "tiny" (256 / 64, for tests).
+    Configs: "default" (20,000 / 2,000), "long_tail" and "long_tail_steep" (training colour-shape
+    pairs drawn from a Zipf distribution with exponent 1.1, resp. 2.0; balanced test split) and
+    "tiny" (256 / 64, for tests). `pair_frequencies(config)` gives the training pairs' probabilities.
     """
 
     VERSION = tfds.core.Version("1.0.0")
     BUILDER_CONFIGS = [
         ShapesCountConfig(name="default", description="uniform colour-shape pairs"),
-        ShapesCountConfig(name="long_tail", long_tail=True, description="Zipf-distributed training pairs"),
+        ShapesCountConfig(
+            name="long_tail",
+            zipf=_shapes.ZIPF["long_tail"],
+            description="Zipf-distributed training pairs (s = 1.1)",
+        ),
+        ShapesCountConfig(
+            name="long_tail_steep",
+            zipf=_shapes.ZIPF["long_tail_steep"],
+            description="Zipf-distributed training pairs (s = 2.0)",
+        ),
         ShapesCountConfig(name="tiny", num_train=256, num_test=64, description="for tests"),
     ]
     SEEDS = {"train": 1, "test": 2}
@@ -57,13 +67,13 @@ class ShapesCount(tfds.core.GeneratorBasedBuilder):
         del dl_manager
         cfg = self.builder_config
         return {
-            "train": self._generate_examples("train", cfg.num_train, cfg.long_tail),
-            "test": self._generate_examples("test", cfg.num_test, False),
+            "train": self._generate_examples("train", cfg.num_train, cfg.zipf),
+            "test": self._generate_examples("test", cfg.num_test, 0.0),
         }
 
-    def _generate_examples(self, split: str, num: int, long_tail: bool):
+    def _generate_examples(self, split: str, num: int, zipf: float):
         for index in range(num):
-            ex = _shapes.example(self.SEEDS[split], index, long_tail=long_tail)
+            ex = _shapes.example(self.SEEDS[split], index, zipf=zipf)
             ex["image"] = _shapes.png_bytes(ex["image"])
             ex["has_distractor"] = int(ex["has_distractor"])
             yield index, ex

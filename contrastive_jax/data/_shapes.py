@@ -25,6 +25,8 @@ COLORS = {
 SHAPES = ("circle", "square", "triangle")
 NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 BACKGROUND = (238, 238, 232)
+# Zipf exponent of the training (colour, shape) pairs per builder config (0: uniform).
+ZIPF = {"default": 0.0, "long_tail": 1.1, "long_tail_steep": 2.0, "tiny": 0.0}
 
 
 def plural(shape: str, count: int) -> str:
@@ -81,22 +83,39 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def combination_weights(long_tail: bool) -> np.ndarray:
-    """Probability of each (colour, shape) pair: uniform, or Zipf-like (s = 1.1) in a fixed order."""
+def combination_weights(zipf: float = 0.0) -> np.ndarray:
+    """Probability of each (colour, shape) pair, indexed `colour * len(SHAPES) + shape`.
+
+    `zipf = 0`: uniform. `zipf = s > 0`: the k-th most frequent pair has weight ∝ 1 / k^s, in a
+    fixed but arbitrary order of the pairs (the same for every s).
+    """
     n = len(COLORS) * len(SHAPES)
-    if not long_tail:
+    if zipf < 0:
+        raise ValueError(f"zipf must be >= 0, got {zipf}")
+    if zipf == 0:
         return np.full(n, 1.0 / n)
     order = np.random.default_rng(1234).permutation(n)  # which pairs are frequent is fixed but arbitrary
     weights = np.empty(n)
-    weights[order] = 1.0 / np.arange(1, n + 1) ** 1.1
+    weights[order] = 1.0 / np.arange(1, n + 1) ** zipf
     return weights / weights.sum()
 
 
-def example(seed: int, index: int, *, long_tail: bool = False, distractor_prob: float = 0.5) -> dict:
-    """The `index`-th example of a split with base `seed`: deterministic, independent of order."""
+def pair_frequencies(builder_config: str = "default") -> np.ndarray:
+    """`float[len(COLORS), len(SHAPES)]`: the probability of each (colour, shape) pair in the
+    training split of shapes_count's `builder_config` (its test split is always uniform)."""
+    if builder_config not in ZIPF:
+        raise ValueError(
+            f"unknown shapes_count builder config {builder_config!r}; choose one of {sorted(ZIPF)}"
+        )
+    return combination_weights(ZIPF[builder_config]).reshape(len(COLORS), len(SHAPES))
+
+
+def example(seed: int, index: int, *, zipf: float = 0.0, distractor_prob: float = 0.5) -> dict:
+    """The `index`-th example of a split with base `seed`: deterministic, independent of order.
+    Its (colour, shape) pair is drawn from `combination_weights(zipf)`."""
     rng = np.random.default_rng([seed, index])
     colors, n_shapes = list(COLORS), len(SHAPES)
-    pair = int(rng.choice(len(colors) * n_shapes, p=combination_weights(long_tail)))
+    pair = int(rng.choice(len(colors) * n_shapes, p=combination_weights(zipf)))
     color, shape = colors[pair // n_shapes], SHAPES[pair % n_shapes]
     count = int(rng.integers(1, 11))
     distractor = None

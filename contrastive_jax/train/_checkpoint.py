@@ -174,9 +174,24 @@ class Checkpointer:
         Raises:
           CheckpointError: no checkpoint, none intact, or parameters of another architecture.
         """
+        return self.restore_item("params", target, describe_change=describe_change)
+
+    def restore_item(self, key: str, target=None, *, describe_change=None):
+        """`(step, subtree)`: the `key` subtree of the state ("params", "loss_state", ...) of the
+        newest intact checkpoint, read-only; the rest of the state is not read.
+
+        Args:
+          key: a top-level entry of the saved state.
+          target: its pytree of arrays or `jax.ShapeDtypeStruct`s (structure, dtypes, shardings),
+            checked against what was saved; None: as saved (nested dicts of arrays on this
+            process's first device).
+          describe_change: as for `restore_latest`.
+
+        Raises:
+          CheckpointError: no checkpoint, none intact, no `key` in it, or another structure.
+        """
         self._manager.reload()
-        expected = {f"params/{k}": v for k, v in _leaf_specs(target).items()}
-        abstract = {"params": jax.tree.map(ocp.utils.to_shape_dtype_struct, target)}
+        prefix = key + "/"
         skipped = []
         for step in reversed(self.steps()):
             with _quiet_unraisable():
@@ -184,10 +199,26 @@ class Checkpointer:
                 if isinstance(saved, str):
                     skipped.append((step, saved))
                     continue
-                saved = {k: v for k, v in saved.items() if k.startswith("params/")}
-                differences = structure_differences(saved, expected)
-                if differences:
-                    raise CheckpointError(self._mismatch_message(step, differences, describe_change))
+                saved = {k: v for k, v in saved.items() if k.startswith(prefix)}
+                if target is None:
+                    if not saved:
+                        raise CheckpointError(
+                            f"the checkpoint at step {step} in {self.directory} has no {key!r}"
+                        )
+                    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+                    flat = {
+                        tuple(path[len(prefix) :].split("/")): jax.ShapeDtypeStruct(
+                            shape, dtype, sharding=device
+                        )
+                        for path, (shape, dtype) in saved.items()
+                    }
+                    abstract = {key: ocp.tree.from_flat_dict(flat)}
+                else:
+                    expected = {prefix + k: v for k, v in _leaf_specs(target).items()}
+                    differences = structure_differences(saved, expected)
+                    if differences:
+                        raise CheckpointError(self._mismatch_message(step, differences, describe_change))
+                    abstract = {key: jax.tree.map(ocp.utils.to_shape_dtype_struct, target)}
                 try:
                     with ocp.PyTreeCheckpointer() as reader:
                         restored = reader.restore(
@@ -202,7 +233,7 @@ class Checkpointer:
                     skipped.append((step, _first_line(err)))
                     continue
             self._report_damaged(skipped, False)
-            return step, restored["params"]
+            return step, restored[key]
         reasons = "; ".join(f"step {s}: {r}" for s, r in skipped) or "no step folders"
         raise CheckpointError(f"no checkpoint in {self.directory} can be restored ({reasons})")
 

@@ -503,6 +503,36 @@ def load_run(workdir: str):
     return config, model, step, make_tokenizer(config.data)
 
 
+def load_loss_state(workdir: str) -> tuple[int, dict]:
+    """`(step, {name: np.ndarray})`: the per-sample loss state (iSogCLR's learned temperatures
+    `tau_image` / `tau_text`, SogCLR's moving averages, `seen`) of the newest intact checkpoint
+    of the run in `workdir`, as plain host arrays.
+
+    Entry `i` belongs to the training record at position `i` of the run's training source (the
+    batch's `"index"`); entries past the source's length are padding and never `seen`.
+
+    Raises:
+      CheckpointError: no config.json or checkpoint, none intact, or the run's loss keeps no
+        per-sample state.
+    """
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"{workdir} has no config.json: it is not a training run's workdir (train into it first)"
+        )
+    with open(path) as f:
+        loss_name = json.load(f)["loss"]["name"]
+    if not needs_loss_state(loss_name):
+        raise CheckpointError(
+            f"the run in {workdir} trains {loss_name!r}, which keeps no per-sample loss state"
+        )
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+    if not checkpointer.steps():
+        raise CheckpointError(f"{workdir} has no checkpoint yet: train first, or check the --workdir path")
+    step, state = checkpointer.restore_item("loss_state")
+    return step, {name: np.asarray(value) for name, value in state.items()}
+
+
 def evaluate_checkpoint(workdir: str, split: str = "test") -> dict:
     """Evaluates the newest intact checkpoint of the run in `workdir` (its saved config)."""
     from contrastive_jax import evaluate
