@@ -3,8 +3,9 @@
 from setuptools import find_packages, setup
 
 CORE = [
-    # The versions tested: jax 0.10.2 / flax 0.12.8 in CI (CPU); jax 0.11.2 by hand on a GPU
-    # machine. Widen a bound only after the test suite has passed on the new version.
+    # The versions tested: jax 0.10.2 / flax 0.12.8 in CI (CPU); jax 0.11.2 / flax 0.12.12 by hand
+    # (CPU, Python 3.12; flax 0.12.8 does not import with jax 0.11). Widen a bound only after the
+    # test suite has passed on the new version.
     "jax>=0.10.2,<0.12",
     "flax>=0.12.8,<0.13",
     "optax>=0.2.5",

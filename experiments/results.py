@@ -180,6 +180,10 @@ def config_hash(config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+class Interrupted(Exception):
+    """A training run was stopped by a signal before its last step."""
+
+
 def _train_once(config, workdir: str, measured_only: bool):
     """`(metrics, seconds)` of the run in `workdir`: read back when this code already finished it
     there (e.g. before an interruption, or for another row with the same config), else trained."""
@@ -195,6 +199,8 @@ def _train_once(config, workdir: str, measured_only: bool):
         return None, None
     started = time.time()
     metrics = train(config, workdir)
+    if "stopped_at" in metrics:  # SIGTERM/SIGINT: the run saved a checkpoint; record nothing
+        raise Interrupted(f"stopped at step {metrics['stopped_at']} of {config.total_steps} in {workdir}")
     metrics.pop("plots", None)
     seconds = time.time() - started
     with open(os.path.join(workdir, "wall_seconds.json"), "w") as f:
@@ -214,7 +220,7 @@ def run(seeds, smoke: bool, out_dir: str, measured_only: bool = False, previous=
     version, commit = code_version(), _git("rev-parse", "--short", "HEAD")
     known = {(r["comparison"], r["name"], r["seed"], r.get("code_version"), r.get("config_hash")): r
              for r in previous}  # fmt: skip
-    workdirs: dict[tuple[str, int], str] = {}  # ("comparison/name", seed) -> its run
+    runs: dict[tuple[str, int], tuple] = {}  # ("comparison/name", seed) -> (config, workdir)
     rows = []
     for row in EXPERIMENTS:
         if (
@@ -226,21 +232,21 @@ def run(seeds, smoke: bool, out_dir: str, measured_only: bool = False, previous=
         ):
             continue
         for seed in seeds:
-            source = None
-            if row.init_from is not None:
-                source = workdirs.get((row.init_from, seed))
-                if source is None or not os.path.exists(os.path.join(source, "eval.json")):
-                    continue  # its pretrained run is not measured (--measured-only)
+            source_config, source = runs[(row.init_from, seed)] if row.init_from else (None, None)
             config = make_config(row, seed, smoke, init_from=source)
             digest = config_hash(config)
             # Named by configuration and code, not by row: rows with one config train once, and
             # a changed config or code never reads an older run's numbers.
             workdir = os.path.join(out_dir, "runs", f"{row.module}-seed{seed}-{digest}-{version}")
-            workdirs[(f"{row.comparison}/{row.name}", seed)] = workdir
+            runs[(f"{row.comparison}/{row.name}", seed)] = (config, workdir)
             key = (row.comparison, row.name, seed, version, digest)
             if key in known:
                 rows.append(known[key])
                 continue
+            # The run it fine-tunes may be a reused row whose workdir is gone (runs/ is not
+            # committed): train that again (same config and code: the same model).
+            if source is not None and _train_once(source_config, source, measured_only)[0] is None:
+                continue  # --measured-only, and the pretrained run is not there
             metrics, seconds = _train_once(config, workdir, measured_only)
             if metrics is None:
                 continue  # --measured-only: summarise the finished runs, train nothing
@@ -320,9 +326,10 @@ def _provenance(group) -> str:
         return (
             "Provenance: not recorded (rows measured before this script recorded it); rerun `make results`."
         )
-    seconds = sum(float(r.get("seconds", 0.0)) for r in group)
+    # Rows with one config and seed are one run (e.g. the pretrained CLIP of two tables): count it once.
+    runs = {(r.get("config_hash"), r["seed"]): float(r.get("seconds", 0.0)) for r in group}
     return (f"Provenance: commit {values('commit')}; code {values('code_version')}; jax {values('jax')}, "
-            f"flax {values('flax')}; {len(group)} runs, {seconds / 60:.0f} min of recorded wall time.")  # fmt: skip
+            f"flax {values('flax')}; {len(runs)} runs, {sum(runs.values()) / 60:.0f} min of recorded wall time.")  # fmt: skip
 
 
 def _points(value: float) -> str:
@@ -414,8 +421,12 @@ def plot(rows: list[dict], out_dir: str) -> list[str]:
             unit = "" if scale == 1.0 else " (points)"
             label = metric if claim.baseline is None else f"Δ {metric}{unit}"
             ax.set_ylabel(label, fontsize=8)
+            if metric == claim.metric:
+                outcome = verdict(low, high).split(" (")[0]
+            else:
+                outcome = "holds" if not np.isnan(low) and low > -NON_INFERIORITY_MARGIN else "not shown"
             title = claim.better if claim.baseline is None else f"{claim.better}\n− {claim.baseline}"
-            ax.set_title(title, fontsize=8)
+            ax.set_title(f"{title}\n{metric}: {outcome}", fontsize=8)
         if comparison == "batch_curve":
             _plot_batch_curve(axes[-1], group)
         if comparison == "long_tail":
@@ -455,6 +466,34 @@ def _plot_tau_scatter(ax, group) -> None:
         ax.legend(fontsize=6)
 
 
+README = os.path.join(os.path.dirname(HERE), "README.md")
+README_MARKERS = ("<!-- results: rendered by `python -m experiments.results --table-only` -->",
+                  "<!-- results: end -->")  # fmt: skip
+
+
+def readme_section(table: str) -> str:
+    """results.md as it appears in README.md: headings two levels down, links from the root."""
+    lines = []
+    for line in table.split("\n"):
+        if line.startswith("#"):
+            line = "##" + line
+        lines.append(line.replace("](plots/", "](experiments/results/plots/"))
+    return "\n".join(lines).strip("\n")
+
+
+def update_readme(table: str, path: str = README) -> None:
+    """Replaces the text between README_MARKERS in README.md with `readme_section(table)`."""
+    with open(path) as f:
+        text = f.read()
+    start, end = README_MARKERS
+    if start not in text or end not in text:
+        raise SystemExit(f"{path} lacks the markers {start!r} ... {end!r} of the results section")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w") as f:
+        f.write(f"{head}{start}\n{readme_section(table)}\n{end}{tail}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -480,13 +519,18 @@ def main() -> None:
         rows = previous
     else:
         seeds = args.seeds[:1] if args.smoke else args.seeds
-        rows = run(seeds, args.smoke, args.out, args.measured_only, previous, only=args.only)
+        try:
+            rows = run(seeds, args.smoke, args.out, args.measured_only, previous, only=args.only)
+        except Interrupted as stop:  # the rows so far are in results.json; a rerun resumes there
+            raise SystemExit(f"experiments.results: {stop}; run the same command again to resume") from None
         _save(rows, args.out, args.smoke)
     if not args.smoke:
         plot(rows, args.out)
     table = summarise(rows)
     with open(md_path, "w") as f:
         f.write(table + "\n")
+    if not args.smoke and os.path.abspath(args.out) == os.path.join(HERE, "results"):
+        update_readme(table)
     print(table)
 
 

@@ -227,11 +227,12 @@ DISTRIBUTED = {
 }
 
 
+@pytest.mark.parametrize("devices", [2, 4, 8])
 @pytest.mark.parametrize("name", sorted(DISTRIBUTED))
-def test_catalogue_under_shard_map_equals_single_device(name):
+def test_catalogue_under_shard_map_equals_single_device(name, devices):
     fn = DISTRIBUTED[name]
     a, b = unit(11, 8, 4), unit(12, 8, 4)
-    mesh = parallel.data_mesh("data", devices=jax.devices()[:4])
+    mesh = parallel.data_mesh("data", devices=jax.devices()[:devices])
     sharded = jax.shard_map(functools.partial(fn, axis_name="data"), mesh=mesh, in_specs=(P("data"), P("data")),
                             out_specs=P())  # fmt: skip
     got = jax.jit(jax.value_and_grad(sharded, (0, 1)))(a, b)

@@ -132,7 +132,7 @@ def test_gradients_reach_every_parameter(built):
                 value += losses.caption_loss(out["caption_logits"], out["caption_labels"])
             return value
 
-        grads = jax.grad(loss)(params)
+        grads = jax.jit(jax.grad(loss))(params)
         dead = [
             jax.tree_util.keystr(p) for p, g in jax.tree_util.tree_leaves_with_path(grads) if not np.any(g)
         ]

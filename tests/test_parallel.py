@@ -243,7 +243,9 @@ def test_isogclr_matches_single_device(exchange, devices, sharded_state):
     (ref_loss, ref_state), ref_grads = jax.value_and_grad(single, (0, 1), has_aux=True)(x, y)
     np.testing.assert_allclose(loss, ref_loss, rtol=RTOL)
     for a, b in zip(grads, ref_grads):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+        # atol: an entry near 0 is a difference of much larger terms; summed in another order
+        # (jax 0.11.2's XLA) it moved by 2.2e-7 while the gradients reach 0.14.
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(ref_state)):
         np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-4, atol=1e-7)
 

@@ -230,32 +230,42 @@ def test_evaluation_skips_a_damaged_latest_checkpoint(straight_run, tmp_path, ca
         assert 0.0 <= results[key] <= 1.0
 
 
-@pytest.mark.parametrize("devices", [8])  # 2 x 4 data x fsdp: tests/test_fsdp.py
-def test_sharded_isogclr_state_equals_replicated_state_and_resumes(data_dir, tmp_path, devices):
-    replicated = on_devices(clip_config(steps=4, loss="isogclr"), devices)
-    training.train(replicated, str(tmp_path / "replicated"), evaluate=False)
+@pytest.fixture(scope="module")
+def replicated_isogclr(data_dir, tmp_path_factory):
+    """4 steps of iSogCLR with its state replicated on one device: the reference of the sharded runs."""
+    config = on_devices(clip_config(steps=4, loss="isogclr"), 1)
+    workdir = tmp_path_factory.mktemp("replicated_isogclr")
+    training.train(config, str(workdir), evaluate=False)
+    return workdir, config
+
+
+@pytest.mark.parametrize("devices", [1, 2, 4, 8])  # and a 2 x 4 data x fsdp mesh: tests/test_fsdp.py
+def test_sharded_isogclr_state_equals_replicated_state_and_resumes(replicated_isogclr, tmp_path, devices):
+    reference_dir, replicated = replicated_isogclr
     sharded = on_devices(clip_config(steps=4, loss="isogclr"), devices)
     with sharded.unlocked():
         sharded.loss.shard_state = True
     stopped = training.train(sharded, str(tmp_path / "sharded"), evaluate=False, on_step=stop_at(2))
     assert stopped == {"stopped_at": 2}
     training.train(sharded, str(tmp_path / "sharded"), evaluate=False)
-    want, got = metric_records(tmp_path / "replicated"), metric_records(tmp_path / "sharded")
+    want, got = metric_records(reference_dir), metric_records(tmp_path / "sharded")
     assert [r["step"] for r in got] == [1, 2, 3, 4]
-    for key in ("loss", "mean_tau", "grad_norm"):
+    for key in ("loss", "mean_tau", "grad_norm"):  # global metrics, whatever the device count
         np.testing.assert_allclose([r[key] for r in got], [r[key] for r in want], rtol=1e-5, err_msg=key)
     _, state = saved_state(tmp_path / "sharded", sharded)
-    _, reference = saved_state(tmp_path / "replicated", replicated)
+    _, reference = saved_state(reference_dir, replicated)
     if devices > 1:
         assert state["loss_state"].tau_image.sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"))
     samples = reference["loss_state"].tau_image.shape[0]
     assert state["loss_state"].tau_image.shape[0] % 1024 == 0  # padded: restores onto other meshes
     assert not np.any(np.asarray(state["loss_state"].seen)[samples:])  # padding never visited
+    # Per-sample entries: the reference ran on one device, so sums were taken in another order
+    # (observed: ≤ 5e-5 relative on a few of 256 entries after 4 steps).
     for got_leaf, want_leaf in zip(
         jax.tree.leaves(state["loss_state"]), jax.tree.leaves(reference["loss_state"])
     ):
         np.testing.assert_allclose(
-            np.asarray(got_leaf)[:samples], np.asarray(want_leaf), rtol=1e-5, atol=1e-6
+            np.asarray(got_leaf)[:samples], np.asarray(want_leaf), rtol=2e-4, atol=1e-5
         )
     assert not np.all(np.asarray(state["loss_state"].tau_image) == 0.01)  # temperatures did move
     # The public reader returns the same arrays as the full restore above, on the host.
