@@ -119,8 +119,9 @@ CLAIMS = {
         Claim("iSogCLR: individual temperatures help most on rare (long-tail) semantics",
               "iSogCLR (per-sample τ)", "SogCLR (fixed τ)", "rare_pairs/shape",
               ("zero_shot/color", "zero_shot/shape")),
-        Claim("iSogCLR: samples with frequent semantics learn larger temperatures (Spearman ρ of τ_i "
-              "and the frequency of sample i's colour-shape pair > 0)", "iSogCLR (per-sample τ)", None,
+        Claim("iSogCLR: samples with frequent semantics learn larger temperatures, rare ones smaller "
+              "(the paper's abstract, arXiv:2305.11965; here Spearman ρ of τ_i and the frequency of "
+              "sample i's colour-shape pair > 0)", "iSogCLR (per-sample τ)", None,
               "tau_image_vs_frequency"),
     ],
 }  # fmt: skip
