@@ -162,6 +162,17 @@ def test_committed_table_is_the_rendering_of_the_committed_json():
             assert (root / "plots" / f"{comparison}.png").is_file(), comparison
 
 
+def test_committed_table_has_every_row_with_five_seeds_and_provenance():
+    rows = json.loads((pathlib.Path(results.HERE) / "results" / "results.json").read_text())
+    provenance = "commit code_version config_hash jax flax seed steps batch_size seconds".split()
+    for row in results.EXPERIMENTS:
+        found = [r for r in rows if (r["comparison"], r["name"]) == (row.comparison, row.name)]
+        assert len({r["seed"] for r in found}) == len(found) >= 5, (row.comparison, row.name)
+        for r in found:
+            missing = [k for k in provenance if k not in r]
+            assert not missing and r["seconds"] > 0, (row.comparison, row.name, r["seed"], missing)
+
+
 def test_temperature_vs_frequency_by_hand(tmp_path, monkeypatch):
     """Six samples of three pairs with known frequencies: Spearman's ρ from ranks by hand
     (ties get their mean rank), per-pair mean τ, and only visited samples counted."""
