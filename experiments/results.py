@@ -301,6 +301,11 @@ def verdict(low: float, high: float) -> str:
     return "reproduced" if low > 0 else "contradicted" if high < 0 else "inconclusive (interval contains 0)"
 
 
+def non_inferiority(low: float) -> str:
+    """A secondary metric's verdict from the lower end of its paired difference's interval."""
+    return "holds" if not np.isnan(low) and low > -NON_INFERIORITY_MARGIN else "not shown"
+
+
 def _by_seed(group, name, metric) -> dict[int, float]:
     return {r["seed"]: float(r[metric]) for r in group if r["name"] == name and metric in r}
 
@@ -347,9 +352,8 @@ def _claim_lines(group, claim: Claim) -> list[str]:
     lines = ["", f"Claim — {claim.text}. {what}: **{verdict(low, high)}**."]
     for secondary in claim.secondary:
         mean, low, high, n = _interval(_differences(group, claim, secondary))
-        holds = not np.isnan(low) and low > -NON_INFERIORITY_MARGIN
         lines += ["", f"Non-inferiority on {secondary} (margin {100 * NON_INFERIORITY_MARGIN:.0f} points): "
-                      f"{_points(mean)}, CI [{_points(low)}, {_points(high)}]: **{'holds' if holds else 'not shown'}**."]  # fmt: skip
+                      f"{_points(mean)}, CI [{_points(low)}, {_points(high)}]: **{non_inferiority(low)}**."]  # fmt: skip
     return lines
 
 
@@ -422,10 +426,7 @@ def plot(rows: list[dict], out_dir: str) -> list[str]:
             unit = "" if scale == 1.0 else " (points)"
             label = metric if claim.baseline is None else f"Δ {metric}{unit}"
             ax.set_ylabel(label, fontsize=8)
-            if metric == claim.metric:
-                outcome = verdict(low, high).split(" (")[0]
-            else:
-                outcome = "holds" if not np.isnan(low) and low > -NON_INFERIORITY_MARGIN else "not shown"
+            outcome = verdict(low, high).split(" (")[0] if metric == claim.metric else non_inferiority(low)
             title = claim.better if claim.baseline is None else f"{claim.better}\n− {claim.baseline}"
             ax.set_title(f"{title}\n{metric}: {outcome}", fontsize=8)
         if comparison == "batch_curve":
