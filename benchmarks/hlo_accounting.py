@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Callable
 
 __all__ = ["collective_bytes", "exchange_bytes"]
 
@@ -335,19 +336,222 @@ def collective_bytes(hlo_text: str, *, num_devices: int | None = None) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# The same number from the algorithm.
+# The same number from the algorithm: a table of what crosses the wire, and its evaluator.
 
 
-def _all_gather(group: int, output_bytes: float) -> float:
-    return (group - 1) / group * output_bytes if group > 1 else 0.0
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """The quantities a byte term is written in (`b`, `D`, `N`, `G` of the docstrings)."""
+
+    local_batch: int  # b, rows per device
+    dim: int  # D
+    num_devices: int  # N
+    gather: int  # G, devices whose rows form a device's negative set (N, or members per group)
+    groups: int  # N / G
+    itemsize: int  # bytes per embedding element
+
+    @property
+    def emb(self) -> int:
+        """Bytes of one device's embeddings `[b, D]`."""
+        return self.local_batch * self.dim * self.itemsize
+
+    @property
+    def stats(self) -> int:
+        """Bytes of one float32 per local row `[b]` (an LSE, a cotangent, a state field)."""
+        return 4 * self.local_batch
+
+    @property
+    def grad(self) -> int:
+        """Bytes of a float32 gradient accumulator `[b, D]` (float32 whatever the embeddings are)."""
+        return 4 * self.local_batch * self.dim
+
+    @property
+    def hops(self) -> int:
+        """Full hops of a ring over the `G` devices (the last, homeward hop is a term of its own)."""
+        return self.gather - 1
 
 
-def _reduce_scatter(group: int, input_bytes: float) -> float:
-    return (group - 1) / group * input_bytes if group > 1 else 0.0
+@dataclasses.dataclass(frozen=True)
+class Term:
+    """One transfer of a step: `count` × the ring-algorithm cost of `collective` on `payload` bytes.
+
+    `payload(sizes)` is the collective's output for an all-gather, its input for a reduce-scatter,
+    the array for an all-reduce and the operand for a collective-permute. `group` names the devices
+    it runs over: "devices" (all N), "gather" (the G of a negative set) or "groups" (one device per
+    group). `what` is formatted with `hops` (and `scalar`, for the scalar gradients).
+    """
+
+    phase: str  # "forward" or "backward"
+    what: str
+    collective: str
+    payload: Callable[[Sizes], float]
+    group: str = "gather"
+    count: int = 1
 
 
-def _all_reduce(group: int, nbytes: float) -> float:
-    return 2 * (group - 1) / group * nbytes if group > 1 else 0.0
+def _ring_cost(collective: str, group: int, payload: float) -> float:
+    """Bytes one device sends (module docstring): ring algorithms over `group` devices."""
+    if collective == "collective-permute":
+        return payload
+    if group <= 1:
+        return 0.0
+    share = (group - 1) / group * payload
+    return 2 * share if collective == "all-reduce" else share  # all-gather, reduce-scatter
+
+
+def _all_gather(phase, what, payload, **kw) -> Term:
+    return Term(phase, what, "all-gather", payload, **kw)
+
+
+def _reduce_scatter(phase, what, payload, **kw) -> Term:
+    return Term(phase, what, "reduce-scatter", payload, **kw)
+
+
+def _all_reduce(phase, what, payload, **kw) -> Term:
+    return Term(phase, what, "all-reduce", payload, **kw)
+
+
+def _permute(phase, what, payload) -> Term:
+    return Term(phase, what, "collective-permute", payload)
+
+
+# What `contrastive_jax/parallel/_reduce.py` and `_ring.py` send, per (loss, exchange). "grouped" is
+# "all_gather" within a group (G = members). Every step also starts with `_LOSS_PMEAN` and, with
+# scalar gradients, ends with `_SCALAR_PSUMS[exchange]` once per scalar in `_SCALARS[loss]`.
+_CLIP_GATHER = (
+    _all_gather("forward", "all-gather of the texts [G·b,D]", lambda z: z.gather * z.emb),
+    _all_reduce("forward", "pmax of the column-LSE shift [G·b]", lambda z: z.gather * z.stats),
+    _reduce_scatter(
+        "forward", "psum_scatter of the column exp-sums [G·b] → [b]", lambda z: z.gather * z.stats
+    ),
+    _all_gather(
+        "backward", "all-gather of the column-sum cotangents [b] → [G·b]", lambda z: z.gather * z.stats
+    ),
+    _reduce_scatter(
+        "backward", "reduce-scatter of the text gradients [G·b,D] → [b,D]", lambda z: z.gather * z.emb
+    ),
+)
+_SIGLIP_GATHER = (_CLIP_GATHER[0], _CLIP_GATHER[-1])  # no statistics to complete: a sum, not an LSE
+_ISOGCLR_STATE = _all_gather(
+    "forward",
+    "state write-back: all-gather of ids (s32) and 8 f32 per-sample fields [N·b] (the `seen` "
+    "flags are constant ones, nothing to send)",
+    lambda z: z.num_devices * z.stats,
+    group="devices",
+    count=9,
+)
+_ISOGCLR_GATHER = (
+    _all_gather(
+        "forward",
+        "all-gather of texts and images [G·b,D] (candidates of both sides)",
+        lambda z: z.gather * z.emb,
+        count=2,
+    ),
+    _reduce_scatter(
+        "backward",
+        "reduce-scatter of text and image gradients [G·b,D] → [b,D]",
+        lambda z: z.gather * z.emb,
+        count=2,
+    ),
+    _ISOGCLR_STATE,
+)
+_GRADIENT_HOME = "last hop: the text gradient [b,D] (f32) returns home"
+
+BYTE_TERMS: dict[tuple[str, str], tuple[Term, ...]] = {
+    ("clip", "all_gather"): _CLIP_GATHER,
+    ("clip", "grouped"): _CLIP_GATHER,
+    ("clip", "ring"): (
+        _permute(
+            "forward",
+            "{hops} hops of a text block [b,D] + its running column LSE [b]",
+            lambda z: z.hops * (z.emb + z.stats),
+        ),
+        _permute("forward", "last hop: the column LSE [b] returns home", lambda z: z.stats),
+        _permute(
+            "backward",
+            "{hops} hops of text block [b,D] + column LSE and its cotangent [2b] + f32 gradient "
+            "accumulator [b,D]",
+            lambda z: z.hops * (z.emb + 2 * z.stats + z.grad),
+        ),
+        _permute("backward", _GRADIENT_HOME, lambda z: z.grad),
+    ),
+    ("siglip", "all_gather"): _SIGLIP_GATHER,
+    ("siglip", "grouped"): _SIGLIP_GATHER,
+    ("siglip", "ring"): (
+        _permute("forward", "{hops} hops of a text block [b,D]", lambda z: z.hops * z.emb),
+        _permute(
+            "backward",
+            "{hops} hops of text block [b,D] + f32 gradient accumulator [b,D]",
+            lambda z: z.hops * (z.emb + z.grad),
+        ),
+        _permute("backward", _GRADIENT_HOME, lambda z: z.grad),
+    ),
+    ("isogclr", "all_gather"): _ISOGCLR_GATHER,
+    ("isogclr", "grouped"): _ISOGCLR_GATHER,
+    ("isogclr", "ring"): (
+        _permute(
+            "forward",
+            "2 passes × 2 sides × {hops} hops of a candidate block [b,D]",
+            lambda z: 4 * z.hops * z.emb,
+        ),
+        _permute(
+            "backward",
+            "2 sides × {hops} hops of a candidate block [b,D] + its f32 gradient accumulator [b,D]",
+            lambda z: 2 * z.hops * (z.emb + z.grad),
+        ),
+        _permute(
+            "backward",
+            "2 sides: last hop, the candidates' gradient [b,D] (f32) returns home",
+            lambda z: 2 * z.grad,
+        ),
+        _ISOGCLR_STATE,
+    ),
+}
+
+_F32_SCALAR = lambda z: 4
+_LOSS_PMEAN = _all_reduce("forward", "loss: pmean of the per-device loss", _F32_SCALAR, group="devices")
+
+# A replicated scalar (logit scale or bias) meeting per-device data is cast to "varying"; the
+# cast's transpose is a psum of its gradient. Where it is cast over the gather axis of a grouped
+# mesh and then over the group axis, that is two psums, not one over all N.
+_POSITIVE_PSUM = _all_reduce(
+    "backward", "{scalar}: psum of the gradient from the positive logits", _F32_SCALAR, group="devices"
+)
+_SCALAR_PSUMS = {
+    "all_gather": (
+        _POSITIVE_PSUM,
+        _all_reduce(
+            "backward", "{scalar}: psum of the gradient from the pairwise term", _F32_SCALAR, group="devices"
+        ),
+    ),
+    "grouped": (
+        _POSITIVE_PSUM,
+        _all_reduce("backward", "{scalar}: psum over groups (pairwise term)", _F32_SCALAR, group="groups"),
+        _all_reduce("backward", "{scalar}: psum over members (pairwise term)", _F32_SCALAR),
+    ),
+}
+_SCALAR_PSUMS["ring"] = _SCALAR_PSUMS["all_gather"]
+# The replicated scalars whose gradient a step takes, one entry per psum pair (SigLIP: scale, bias).
+_SCALARS = {"clip": ("logit scale",), "siglip": ("logit scale and bias",) * 2, "isogclr": ()}
+
+
+def _sizes(exchange, local_batch, dim, num_devices, members, itemsize) -> Sizes:
+    if exchange == "grouped":
+        if not members or num_devices % members:
+            raise ValueError(f"grouped needs `members` dividing num_devices, got {members} and {num_devices}")
+        gather = members
+    elif exchange in ("all_gather", "ring"):
+        gather = num_devices
+    else:
+        raise ValueError(f"unknown exchange {exchange!r}")
+    return Sizes(local_batch, dim, num_devices, gather, num_devices // gather, itemsize)
+
+
+def _evaluate(term: Term, sizes: Sizes, scalar: str = "") -> dict:
+    group = {"devices": sizes.num_devices, "gather": sizes.gather, "groups": sizes.groups}[term.group]
+    nbytes = term.count * _ring_cost(term.collective, group, term.payload(sizes))
+    what = term.what.format(hops=sizes.hops, scalar=scalar)
+    return dict(phase=term.phase, what=what, collective=term.collective, bytes=float(nbytes))
 
 
 def exchange_bytes(
@@ -366,8 +570,10 @@ def exchange_bytes(
     The step is `jax.value_and_grad` (w.r.t. the embeddings and, with `scalar_grads`, the
     logit scale / bias) of the loss under `jax.shard_map`, on a 1-D mesh of `num_devices`
     devices, or for `exchange="grouped"` a `(group, member)` mesh with `members` devices per
-    group. Costs per collective as in the module docstring. Statistics (LSEs and their
-    cotangents, the ring's gradient accumulators) are float32 whatever the embeddings' dtype.
+    group. The transfers are the rows of `BYTE_TERMS[(loss, exchange)]` (which array crosses
+    the wire, how often, and why), between the loss's pmean and its scalars' gradient psums;
+    costs per collective as in the module docstring. Statistics (LSEs and their cotangents,
+    the ring's gradient accumulators) are float32 whatever the embeddings' dtype.
 
     Args:
       loss: "clip", "siglip" or "isogclr" (replicated state, `learn_temperature=True`).
@@ -382,172 +588,19 @@ def exchange_bytes(
     Returns:
       `{"total": bytes, "forward": bytes, "backward": bytes, "terms": [{"phase", "what",
       "collective", "bytes"}, ...]}`, `terms` naming every transfer.
+
+    Example:
+      >>> out = exchange_bytes("siglip", "ring", local_batch=2, dim=4, num_devices=2, scalar_grads=False)
+      >>> [t["bytes"] for t in out["terms"]]  # pmean, a block's hop, block + f32 accumulator, home
+      [4.0, 32.0, 64.0, 32.0]
     """
-    b, d, n, s = local_batch, dim, num_devices, itemsize
-    if exchange == "grouped":
-        if not members or n % members:
-            raise ValueError(f"grouped needs `members` dividing num_devices, got {members} and {n}")
-        gather, groups = members, n // members
-    elif exchange in ("all_gather", "ring"):
-        gather, groups = n, 1
-    else:
-        raise ValueError(f"unknown exchange {exchange!r}")
-    emb = b * d * s  # one device's embeddings
-    terms: list[dict] = []
-
-    def add(phase, what, collective, nbytes):
-        terms.append(dict(phase=phase, what=what, collective=collective, bytes=float(nbytes)))
-
-    def scalar_psums(count, what):
-        # A replicated scalar (logit scale or bias) meeting per-device data is cast to "varying";
-        # the cast's transpose is a psum of its gradient. Where it is cast over the gather axis of
-        # a grouped mesh and then over the group axis, that is two psums, not one over all N.
-        for _ in range(count):
-            add(
-                "backward",
-                f"{what}: psum of the gradient from the positive logits",
-                "all-reduce",
-                _all_reduce(n, 4),
-            )
-            if exchange == "grouped":
-                add(
-                    "backward",
-                    f"{what}: psum over groups (pairwise term)",
-                    "all-reduce",
-                    _all_reduce(groups, 4),
-                )
-                add(
-                    "backward",
-                    f"{what}: psum over members (pairwise term)",
-                    "all-reduce",
-                    _all_reduce(gather, 4),
-                )
-            else:
-                add(
-                    "backward",
-                    f"{what}: psum of the gradient from the pairwise term",
-                    "all-reduce",
-                    _all_reduce(n, 4),
-                )
-
-    add("forward", "loss: pmean of the per-device loss", "all-reduce", _all_reduce(n, 4))
-    hops = gather - 1
-    if loss == "clip":
-        if exchange == "ring":
-            add(
-                "forward",
-                f"{hops} hops of a text block [b,D] + its running column LSE [b]",
-                "collective-permute",
-                hops * (emb + 4 * b),
-            )
-            add("forward", "last hop: the column LSE [b] returns home", "collective-permute", 4 * b)
-            add(
-                "backward",
-                f"{hops} hops of text block [b,D] + column LSE and its cotangent [2b] + f32 gradient accumulator [b,D]",
-                "collective-permute",
-                hops * (emb + 8 * b + 4 * b * d),
-            )
-            add(
-                "backward",
-                "last hop: the text gradient [b,D] (f32) returns home",
-                "collective-permute",
-                4 * b * d,
-            )
-        else:
-            add("forward", "all-gather of the texts [G·b,D]", "all-gather", _all_gather(gather, gather * emb))
-            add(
-                "forward",
-                "pmax of the column-LSE shift [G·b]",
-                "all-reduce",
-                _all_reduce(gather, 4 * gather * b),
-            )
-            add(
-                "forward",
-                "psum_scatter of the column exp-sums [G·b] → [b]",
-                "reduce-scatter",
-                _reduce_scatter(gather, 4 * gather * b),
-            )
-            add(
-                "backward",
-                "all-gather of the column-sum cotangents [b] → [G·b]",
-                "all-gather",
-                _all_gather(gather, 4 * gather * b),
-            )
-            add(
-                "backward",
-                "reduce-scatter of the text gradients [G·b,D] → [b,D]",
-                "reduce-scatter",
-                _reduce_scatter(gather, gather * emb),
-            )
-        if scalar_grads:
-            scalar_psums(1, "logit scale")
-    elif loss == "siglip":
-        if exchange == "ring":
-            add("forward", f"{hops} hops of a text block [b,D]", "collective-permute", hops * emb)
-            add(
-                "backward",
-                f"{hops} hops of text block [b,D] + f32 gradient accumulator [b,D]",
-                "collective-permute",
-                hops * (emb + 4 * b * d),
-            )
-            add(
-                "backward",
-                "last hop: the text gradient [b,D] (f32) returns home",
-                "collective-permute",
-                4 * b * d,
-            )
-        else:
-            add("forward", "all-gather of the texts [G·b,D]", "all-gather", _all_gather(gather, gather * emb))
-            add(
-                "backward",
-                "reduce-scatter of the text gradients [G·b,D] → [b,D]",
-                "reduce-scatter",
-                _reduce_scatter(gather, gather * emb),
-            )
-        if scalar_grads:
-            scalar_psums(2, "logit scale and bias")
-    elif loss == "isogclr":
-        if exchange == "ring":
-            add(
-                "forward",
-                f"2 passes × 2 sides × {hops} hops of a candidate block [b,D]",
-                "collective-permute",
-                4 * hops * emb,
-            )
-            add(
-                "backward",
-                f"2 sides × {hops} hops of a candidate block [b,D] + its f32 gradient accumulator [b,D]",
-                "collective-permute",
-                2 * hops * (emb + 4 * b * d),
-            )
-            add(
-                "backward",
-                "2 sides: last hop, the candidates' gradient [b,D] (f32) returns home",
-                "collective-permute",
-                2 * 4 * b * d,
-            )
-        else:
-            add(
-                "forward",
-                "all-gather of texts and images [G·b,D] (candidates of both sides)",
-                "all-gather",
-                2 * _all_gather(gather, gather * emb),
-            )
-            add(
-                "backward",
-                "reduce-scatter of text and image gradients [G·b,D] → [b,D]",
-                "reduce-scatter",
-                2 * _reduce_scatter(gather, gather * emb),
-            )
-        add(
-            "forward",
-            "state write-back: all-gather of ids (s32) and 8 f32 per-sample fields [N·b] (the `seen` "
-            "flags are constant ones, nothing to send)",
-            "all-gather",
-            9 * _all_gather(n, 4 * n * b),
-        )
-    else:
+    sizes = _sizes(exchange, local_batch, dim, num_devices, members, itemsize)
+    if loss not in _SCALARS:
         raise ValueError(f"unknown loss {loss!r}")
+    terms = [_evaluate(_LOSS_PMEAN, sizes)]
+    terms += [_evaluate(term, sizes) for term in BYTE_TERMS[(loss, exchange)]]
+    for scalar in _SCALARS[loss] if scalar_grads else ():
+        terms += [_evaluate(term, sizes, scalar) for term in _SCALAR_PSUMS[exchange]]
     forward = sum(t["bytes"] for t in terms if t["phase"] == "forward")
     backward = sum(t["bytes"] for t in terms if t["phase"] == "backward")
     return dict(total=forward + backward, forward=forward, backward=backward, terms=terms)

@@ -8,13 +8,15 @@ by the run (an invalid config, an unusable workdir or checkpoint) ends the proce
 
 on stderr and exit status 2 (command line) or 1 (the run), without a traceback. `--debug`, or
 the environment variable CONTRASTIVE_JAX_DEBUG=1, prints the traceback too. Any other
-exception is a bug and keeps its traceback.
+exception is a bug and keeps its traceback. The library reports progress through the
+`contrastive_jax` logger; `run` shows it as plain lines (`show_library_logs`).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib.util
+import logging
 import os
 import re
 import sys
@@ -23,8 +25,7 @@ import traceback
 from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
-from contrastive_jax.train import TrainingError
-from contrastive_jax.train._loop import quiet_logs
+from contrastive_jax.train import TrainingError, quiet_logs
 
 DEBUG_ENV = "CONTRASTIVE_JAX_DEBUG"
 _DEBUG = flags.DEFINE_bool("debug", False, f"Show the traceback of an error (or set {DEBUG_ENV}=1).")
@@ -203,12 +204,36 @@ def parse_flags(argv) -> list[str]:
     return remaining
 
 
+class _BelowWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+
+def show_library_logs() -> None:
+    """Shows the library's log lines as plain lines: progress (INFO: "Resumed from step ...", the
+    model summary, "Stopped at step ...") on stdout, warnings (a damaged checkpoint skipped) on
+    stderr. Calling it again changes nothing."""
+    logger = logging.getLogger("contrastive_jax")
+    if any(getattr(handler, "_contrastive_jax_console", False) for handler in logger.handlers):
+        return
+    progress, problems = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
+    progress.addFilter(_BelowWarning())
+    problems.setLevel(logging.WARNING)
+    for handler in (progress, problems):
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._contrastive_jax_console = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # absl's root handler would print each line again, with its prefix
+
+
 def run(main) -> None:
     """`absl.app.run(main)` that reports command-line and `TrainingError` mistakes as one line."""
     debug = debug_requested(sys.argv)
 
     def quiet_main(argv):
         quiet_logs()  # after parsing: absl sets its verbosity to INFO once the flags are parsed
+        show_library_logs()
         return main(argv)
 
     try:

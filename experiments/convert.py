@@ -79,14 +79,13 @@ def convert(
     """
     from contrastive_jax import models, train
     from contrastive_jax.train import ConfigError
-    from contrastive_jax.train._loop import init_state
     from experiments.configs.common import base_config
 
     if source not in SOURCES:
         raise ConfigError(f"unknown --source {source!r}; choose one of {sorted(SOURCES)}")
     if not os.path.isfile(checkpoint):
         raise ConfigError(f"checkpoint file {checkpoint!r} does not exist")
-    if os.path.isdir(os.path.join(out, "checkpoints")):
+    if os.path.isdir(train.RunPaths(out).checkpoints):
         raise ConfigError(f"{out} already holds checkpoints; choose a new --out directory")
     converter, family, source_mean, source_std = SOURCES[source]
     model, model_cfg = getattr(models, converter)(checkpoint, _read_config(model_config))
@@ -104,7 +103,7 @@ def convert(
     # what restores here is exactly what `init_from` and evaluation will rebuild.
     from flax import nnx
 
-    _, _, _, _, state, _ = init_state(config, num_samples=1)
+    _, _, _, _, state, _ = train.init_state(config, num_samples=1)
     _, params, _ = nnx.split(model, nnx.Param, ...)
     expected, got = jax_specs(state["params"]), jax_specs(params)
     if expected != got:
@@ -112,11 +111,10 @@ def convert(
             f"the converted model does not match create_model(model_config): {sorted(set(got) ^ set(expected))[:4]}"
         )
     state["params"] = params
-    checkpointer = train.Checkpointer(os.path.join(out, "checkpoints"))
+    checkpointer = train.run_checkpointer(out)
     checkpointer.save(0, state, {"data": None, "converted_from": os.path.abspath(checkpoint)}, force=True)
     checkpointer.close()
-    with open(os.path.join(out, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    train.write_run_config(out, config)
     return config
 
 

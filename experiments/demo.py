@@ -20,7 +20,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from contrastive_jax.train import train
+    from experiments._cli import show_library_logs
     from experiments.configs.clip import get_config
+
+    show_library_logs()  # "Resumed from step ...", the model summary, as the training CLI shows them
 
     config = get_config("shapes_count")
     if args.steps:

@@ -6,11 +6,10 @@ A workdir without config.json or checkpoints ends with one line `error: ...` on 
 """
 
 import json
-import os
 
 from absl import flags
 
-from contrastive_jax.train import check_run_dir, evaluate_checkpoint
+from contrastive_jax.train import RunPaths, check_run_dir, evaluate_checkpoint
 from experiments import _cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's directory.", required=True)
@@ -22,7 +21,7 @@ def main(argv):
     del argv
     check_run_dir(_WORKDIR.value)
     results = evaluate_checkpoint(_WORKDIR.value, split=_SPLIT.value)
-    with open(os.path.join(_WORKDIR.value, f"eval_{_SPLIT.value}.json"), "w") as f:
+    with open(RunPaths(_WORKDIR.value).eval_results(_SPLIT.value), "w") as f:
         json.dump(results, f, indent=2)
     print(json.dumps(results, indent=2))
 

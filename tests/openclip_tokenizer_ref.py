@@ -15,11 +15,14 @@ import os
 
 import numpy as np
 
-from contrastive_jax.data import _tokenizers
-
 
 def vocab_path() -> str | None:
-    return _tokenizers.open_clip_vocab_path()
+    """The vocabulary file inside the installed open_clip package (not imported), if any."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "bpe_simple_vocab_16e6.txt.gz")
+    return path if os.path.isfile(path) else None
 
 
 @functools.cache
@@ -58,7 +61,7 @@ def write_hf_clip_files(directory: str) -> str:
     with open(os.path.join(directory, "vocab.json"), "w") as f:
         json.dump(vocab, f)
     with gzip.open(vocab_path(), "rt", encoding="utf-8") as f:
-        merges = f.read().split("\n")[1 : _tokenizers._CLIP_NUM_MERGES + 1]
+        merges = f.read().split("\n")[1 : 49152 - 256 - 2 + 1]  # the merges open_clip reads
     with open(os.path.join(directory, "merges.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(["#version: 0.2", *merges]) + "\n")
     return directory

@@ -1,5 +1,6 @@
 """Checkpoints: exact round trip, damaged ones set aside (never deleted), another config's
-checkpoints refused without touching them, stop signals."""
+checkpoints refused without touching them, the same decisions for a single item, the run
+directory's config.json and step folders, stop signals."""
 
 import hashlib
 import logging
@@ -9,12 +10,23 @@ import signal
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from contrastive_jax import losses
-from contrastive_jax.train import Checkpointer, CheckpointError, StopSignal
+from contrastive_jax.train import (
+    Checkpointer,
+    CheckpointError,
+    StopSignal,
+    WorkdirError,
+    check_run_dir,
+    checkpoint_steps,
+    read_run_config,
+    run_checkpointer,
+    write_run_config,
+)
 
 
 def make_state(value: float, width: int = 4):
@@ -166,6 +178,91 @@ def test_another_configs_checkpoint_is_an_error_not_damage(tmp_path, target, exp
         )
     assert "model.width: 4 -> 5." in str(info.value) and "new --workdir" in str(info.value)
     assert tree_digest(tmp_path) == before
+
+
+def restore_params_by(path, how: str, target):
+    """`(step, params)` restored by `restore_latest` (the whole state) or `restore_item` (the params)."""
+    ckpt = Checkpointer(str(path))
+    if how == "latest":
+        found = ckpt.restore_latest(target, describe_change=lambda: "model.width: 4 -> 5.")
+        return None if found is None else (found[0], found[1]["params"])
+    return ckpt.restore_item("params", target["params"], describe_change=lambda: "model.width: 4 -> 5.")
+
+
+BOTH_RESTORES = pytest.mark.parametrize("how", ["latest", "item"])
+
+
+@BOTH_RESTORES
+def test_both_restores_skip_a_damaged_newest_checkpoint_alike(tmp_path, caplog, how):
+    save_steps(tmp_path, (1, 2, 3))
+    _damage(tmp_path / "3")
+    for chunk in (tmp_path / "2" / "state").rglob("manifest.ocdbt"):
+        chunk.unlink()  # unreadable metadata: damage too
+    before = tree_digest(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        step, params = restore_params_by(tmp_path, how, make_state(0.0))
+    assert step == 1
+    np.testing.assert_array_equal(params["w"], 1.0)
+    assert tree_digest(tmp_path) == before  # skipped, not set aside
+    warned = [r.message for r in caplog.records if "Skipping damaged checkpoint" in r.message]
+    assert len(warned) == 2 and "step 3" in warned[0] and "step 2" in warned[1]
+
+
+@BOTH_RESTORES
+def test_both_restores_refuse_when_none_restores_and_move_nothing(tmp_path, how):
+    save_steps(tmp_path, (1, 2))
+    _damage(tmp_path / "1")
+    _damage(tmp_path / "2")
+    before = tree_digest(tmp_path)
+    with pytest.raises(CheckpointError, match="none of the 2 checkpoints .* can be restored"):
+        restore_params_by(tmp_path, how, make_state(0.0))
+    assert tree_digest(tmp_path) == before
+
+
+@BOTH_RESTORES
+def test_both_restores_call_another_structure_an_error_not_damage(tmp_path, how):
+    save_steps(tmp_path, (1, 2))
+    _damage(tmp_path / "2")  # the damaged newer one is skipped; the older one's structure differs
+    before = tree_digest(tmp_path)
+    with pytest.raises(CheckpointError, match=r"params/w: checkpoint float32\[3, 4\]") as info:
+        restore_params_by(tmp_path, how, make_state(0.0, width=5))
+    assert "model.width: 4 -> 5." in str(info.value) and "at step 1" in str(info.value)
+    assert tree_digest(tmp_path) == before
+
+
+def test_no_step_folders_are_none_for_the_state_and_an_error_for_an_item(tmp_path):
+    assert restore_params_by(tmp_path, "latest", make_state(0.0)) is None
+    with pytest.raises(CheckpointError, match="no step folders"):
+        restore_params_by(tmp_path, "item", make_state(0.0))
+
+
+def test_an_item_restores_as_saved_without_a_target(tmp_path):
+    save_steps(tmp_path, (1, 2))
+    step, loss_state = Checkpointer(str(tmp_path)).restore_item("loss_state")
+    assert step == 2 and set(loss_state) >= {"tau_image", "tau_text"}
+    assert loss_state["tau_image"].shape == (6,)
+    with pytest.raises(CheckpointError, match="at step 2 .* has no 'nope'"):
+        Checkpointer(str(tmp_path)).restore_item("nope")
+
+
+def test_run_directory_config_and_steps(tmp_path):
+    with pytest.raises(WorkdirError, match="no config.json"):
+        read_run_config(str(tmp_path))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(WorkdirError, match="cannot read"):
+        read_run_config(str(tmp_path))
+    config = ml_collections.ConfigDict({"loss": {"name": "clip"}, "data": {"mean": [0.5, 0.5]}})
+    write_run_config(str(tmp_path), config)
+    assert read_run_config(str(tmp_path)).to_dict() == config.to_dict()
+    assert sorted(os.listdir(tmp_path)) == ["config.json"]  # replaced in one step, nothing left over
+
+    assert checkpoint_steps(str(tmp_path)) == [] and not (tmp_path / "checkpoints").exists()
+    save_steps(tmp_path / "checkpoints", (3, 12))
+    (tmp_path / "checkpoints" / "12").rename(tmp_path / "checkpoints" / "12.damaged")
+    (tmp_path / "checkpoints" / "15.orbax-checkpoint-tmp-9").mkdir()
+    assert checkpoint_steps(str(tmp_path)) == [3]
+    assert run_checkpointer(str(tmp_path)).steps() == [3]
+    check_run_dir(str(tmp_path))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -7,6 +7,7 @@ run's workdir and compare its files byte for byte before and after.
 """
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -199,7 +200,7 @@ def test_check_run_dir(tmp_path):
         training.check_run_dir(str(tmp_path))
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp-1").mkdir(parents=True)  # an unfinished save
-    with pytest.raises(training.CheckpointError, match="no checkpoints yet; train first"):
+    with pytest.raises(training.CheckpointError, match="no checkpoint yet; train first"):
         training.check_run_dir(str(tmp_path))
     (tmp_path / "checkpoints" / "2").mkdir()
     training.check_run_dir(str(tmp_path))
@@ -312,7 +313,7 @@ def test_eval_errors_and_quiet_success(trained, tmp_path):
     assert_clean_error(result, "no config.json", "--workdir")
     (tmp_path / "config.json").write_text("{}")
     result = run_cli("eval", f"--workdir={tmp_path}")
-    assert_clean_error(result, "no checkpoints", "train first")
+    assert_clean_error(result, "no checkpoint yet", "train first")
     assert snapshot(workdir) == before
 
     copy = str(tmp_path / "copy")  # eval writes eval_test.json: keep the shared run as it was
@@ -322,3 +323,18 @@ def test_eval_errors_and_quiet_success(trained, tmp_path):
     assert '"step": 2' in result.stdout
     info_lines = [line for line in result.stderr.splitlines() if line.startswith("I")]  # absl: I1125 ...
     assert info_lines == [], info_lines[:5]
+
+
+def test_train_shows_its_progress_lines_once(trained, tmp_path):
+    """The library logs progress (not print); the CLI shows it as plain lines on stdout, once."""
+    workdir, before = trained
+    copy = str(tmp_path / "copy")  # the finished run again: it resumes at its last step
+    shutil.copytree(workdir, copy)
+    result = run_cli("train", *TINY, f"--workdir={copy}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines.count(f"Resumed from step 2 in {copy}") == 1, result.stdout[:3000]
+    assert "Resumed" not in result.stderr, result.stderr[-3000:]  # not a second time through absl
+    assert sum(line.startswith("CLIP model: ") for line in lines) == 1  # the model summary
+    assert "zero_shot/color" in json.loads(result.stdout[result.stdout.index("\n{") :])  # the result
+    assert snapshot(workdir) == before

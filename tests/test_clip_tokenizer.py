@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import os
 import sys
 
 import numpy as np
@@ -129,10 +130,16 @@ def test_decode(clip):
     assert clip.decode(clip.encode(["one two three four"], 4)) == ["one two"]
 
 
-def test_missing_vocabulary_and_ftfy(monkeypatch):
-    monkeypatch.setattr(_tokenizers, "open_clip_vocab_path", lambda: None)
+def test_the_packaged_vocabulary_is_clips_and_a_missing_one_is_named(tmp_path):
+    path = data.clip_vocab_path()
+    assert path.startswith(os.path.dirname(data.__file__)) and os.path.isfile(path)
+    if ref.vocab_path() is not None:  # byte for byte the file open_clip ships
+        assert open(path, "rb").read() == open(ref.vocab_path(), "rb").read()
     with pytest.raises(FileNotFoundError, match="vocab_path"):
-        data.ClipBPETokenizer()
+        data.ClipBPETokenizer(str(tmp_path / "missing.txt.gz"))
+
+
+def test_missing_ftfy_is_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "ftfy", None)
     with pytest.raises(ImportError, match="pip install ftfy"):
         _tokenizers.clip_clean("text")
@@ -213,11 +220,13 @@ def test_make_tokenizer(tmp_path, hf_clip):
         minloglevel=2,
     )
     assert isinstance(data.make_tokenizer(str(tmp_path / "sp.model")), data.SentencePieceTokenizer)
-    for spec in ("bpe", "vocab.txt", "clip"):
-        with pytest.raises(ValueError, match="unknown tokenizer"):
+    for spec in ("bpe", "vocab.txt", "clip", "siglip:vocab.json"):
+        with pytest.raises(ValueError, match="use 'word', 'clip_bpe'"):
             data.make_tokenizer(spec)
-    with pytest.raises(ValueError, match="no built-in vocabulary"):
+    with pytest.raises(ValueError, match="vocabulary only for the embedded datasets.*clip_bpe"):
         data.make_tokenizer("word", "imagenet")
+    config = {"name": "shapes_count", "tokenizer": "word"}  # a data config names both
+    assert data.make_tokenizer(config).words == data.make_tokenizer("word", "shapes_count").words
 
 
 def _siglip_spiece(path, model_type="unigram", dummy_prefix=True):
@@ -268,3 +277,43 @@ def test_tokenizer_specs_resolve_relative_to_their_directory(tmp_path):
     assert data.resolve_tokenizer("other.model", str(tmp_path)) == "other.model"
     assert data.tokenizer_path("siglip:/a/spiece.model") == "/a/spiece.model"
     assert data.tokenizer_path("word") is None
+
+
+def test_clip_bpe_works_from_a_plain_install_without_open_clip(tmp_path):
+    """The wheel carries CLIP's vocabulary: installed from it, with open_clip unimportable,
+    `make_tokenizer("clip_bpe")` gives the ids of the tested tokenizer."""
+    import shutil
+    import subprocess
+    import zipfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(root, name), source / name)
+    for package in ("contrastive_jax", "experiments"):
+        shutil.copytree(
+            os.path.join(root, package),
+            source / package,
+            ignore=shutil.ignore_patterns("__pycache__", "results"),
+        )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    site = tmp_path / "site"
+    with zipfile.ZipFile(next((tmp_path / "dist").glob("contrastive_jax-*.whl"))) as wheel:
+        wheel.extractall(site)
+    texts = ["a photo of a cat", "Two dogs playing in the snow!"]
+    code = (
+        "import json, sys; sys.modules['open_clip'] = None\n"  # import open_clip fails
+        "import contrastive_jax.data as d\n"
+        f"assert d.__file__.startswith({str(site)!r}), d.__file__\n"
+        f"print(json.dumps(d.make_tokenizer('clip_bpe').encode({texts!r}, 12).tolist()))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(site))
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    expected = data.ClipBPETokenizer().encode(texts, 12)
+    np.testing.assert_array_equal(np.asarray(json.loads(out.stdout.strip().splitlines()[-1])), expected)

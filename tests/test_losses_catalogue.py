@@ -1,4 +1,4 @@
-"""The wider catalogue: loop references, the SPEC oracles, gradients, devices and bad input."""
+"""The wider catalogue: loop references, identities between losses, gradients, devices and bad input."""
 
 import functools
 

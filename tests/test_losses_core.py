@@ -56,7 +56,8 @@ def test_clip_check_grads():
 
 
 def test_clip_scale_gradient_matches_spec_oracle():
-    # ∂loss/∂s = ½ mean_i Σ_j P_ij S_ij + ½ mean_j Σ_i Q_ij S_ij − mean_i S_ii (SPEC).
+    # ∂loss/∂s = ½ mean_i Σ_j P_ij S_ij + ½ mean_j Σ_i Q_ij S_ij − mean_i S_ii: a log-sum-exp's
+    # derivative is its softmax (P by rows, Q by columns), and L = s·S.
     x, y = embeddings(3, batch=6)
     s = 5.0
     sim = np.asarray(x @ y.T, np.float64)

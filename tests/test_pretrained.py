@@ -4,9 +4,11 @@ Features, logit scale and bias must equal the PyTorch model's (≤ 1e-4, float32
 and exports must load into a fresh PyTorch model with `strict=True` and give the same features.
 """
 
+import dataclasses
 import importlib.util
 import json
 import pathlib
+import re
 
 import jax.numpy as jnp
 import ml_collections
@@ -83,6 +85,16 @@ def hf_siglip_config():
             patch_size=PATCH,
         ),
     )
+
+
+def architecture(config) -> dict:
+    """A model config less the logit values, which a converter takes from the checkpoint."""
+    return {k: v for k, v in config.to_dict().items() if k not in ("init_logit_scale", "init_logit_bias")}
+
+
+def with_option(cfg: dict, section: str | None, **option) -> dict:
+    """`cfg` with `option` set at the top level (`section=None`) or in one sub-config."""
+    return cfg | option if section is None else dict(cfg, **{section: cfg[section] | option})
 
 
 def close(ours, theirs):
@@ -249,10 +261,49 @@ def test_open_clip_unsupported_options_raise():
     ],
 )
 def test_open_clip_architectures_not_converted_raise(section, option):
+    with pytest.raises(NotImplementedError, match=next(iter(option))):
+        models.from_open_clip({}, with_option(open_clip_cfg(False), section, **option))
+
+
+@pytest.mark.parametrize(
+    "section, option",
+    [
+        ("vision_cfg", dict(ls_init_value=0.1)),  # layer scale
+        ("text_cfg", dict(qk_norm=True)),
+        (None, dict(nonscalar_logit_scale=True)),
+        ("vision_cfg", dict(rope=True)),  # not an open_clip option at all
+    ],
+)
+def test_open_clip_option_outside_the_allow_list_is_named(section, option):
+    (key, value), cfg = next(iter(option.items())), open_clip_cfg(False)
+    with pytest.raises(NotImplementedError, match=re.escape(f"{section or 'model'} option {key}={value!r}")):
+        models.config_from_open_clip(with_option(cfg, section, **option))
+
+
+def test_open_clip_every_option_at_its_default_converts():
+    """A config naming every field of open_clip's CLIPVisionCfg / CLIPTextCfg at its default
+    (as `dataclasses.asdict` writes it) gives the config of the short JSON form."""
+    cfg = open_clip_cfg(True)
+    full = dict(
+        cfg,
+        vision_cfg=dataclasses.asdict(open_clip.model.CLIPVisionCfg()) | cfg["vision_cfg"],
+        text_cfg=dataclasses.asdict(open_clip.model.CLIPTextCfg()) | cfg["text_cfg"],
+    )
+    assert len(full["vision_cfg"]) > 30 and len(full["text_cfg"]) > 30
+    assert models.config_from_open_clip(full).to_json() == models.config_from_open_clip(cfg).to_json()
+
+
+def test_open_clip_ignored_options_keep_the_features():
+    """Options the converter knowingly ignores (patch dropout, off in eval mode; the tokenizer's
+    settings; the timm tower's, read only with a timm tower) change nothing: the PyTorch model
+    built with them gives the converted model's features."""
     cfg = open_clip_cfg(False)
-    cfg = cfg | option if section is None else dict(cfg, **{section: cfg[section] | option})
-    with pytest.raises(NotImplementedError):
-        models.from_open_clip({}, cfg)
+    ignored = with_option(cfg, "vision_cfg", patch_dropout=0.5, timm_pool="")
+    ignored = with_option(ignored, "text_cfg", hf_tokenizer_name="bert-base-uncased", tokenizer_kwargs={})
+    ref = torch_refs.randomize(open_clip.model.CLIP(**ignored), 1)
+    model, config = models.from_open_clip(ref.state_dict(), ignored)
+    assert architecture(config) == architecture(models.config_from_open_clip(cfg))
+    check_same_features(model, ref, open_clip_features, torch_refs.clip_tokens(BATCH, CONTEXT, VOCAB))
 
 
 def test_export_checks_the_model_is_covered():
@@ -319,6 +370,113 @@ def test_hf_clip_round_trip_loads_strictly(tmp_path):
     check_same_features(model, fresh, hf_features, torch_refs.eos_tokens(BATCH, CONTEXT, VOCAB, 5, seed=6))
 
 
+# transformers 4.x wrote every `PretrainedConfig` option into config.json (configuration_utils.py)
+HF4_GENERIC_OPTIONS = dict(
+    return_dict=True,
+    output_hidden_states=False,
+    output_attentions=False,
+    torchscript=False,
+    torch_dtype=None,
+    use_bfloat16=False,
+    tf_legacy_loss=False,
+    pruned_heads={},
+    tie_word_embeddings=True,
+    chunk_size_feed_forward=0,
+    is_encoder_decoder=False,
+    is_decoder=False,
+    cross_attention_hidden_size=None,
+    add_cross_attention=False,
+    tie_encoder_decoder=False,
+    max_length=20,
+    min_length=0,
+    do_sample=False,
+    early_stopping=False,
+    num_beams=1,
+    num_beam_groups=1,
+    diversity_penalty=0.0,
+    temperature=1.0,
+    top_k=50,
+    top_p=1.0,
+    typical_p=1.0,
+    repetition_penalty=1.0,
+    length_penalty=1.0,
+    no_repeat_ngram_size=0,
+    encoder_no_repeat_ngram_size=0,
+    bad_words_ids=None,
+    num_return_sequences=1,
+    output_scores=False,
+    return_dict_in_generate=False,
+    forced_bos_token_id=None,
+    forced_eos_token_id=None,
+    remove_invalid_values=False,
+    exponential_decay_length_penalty=None,
+    suppress_tokens=None,
+    begin_suppress_tokens=None,
+    architectures=None,
+    finetuning_task=None,
+    id2label={"0": "LABEL_0", "1": "LABEL_1"},
+    label2id={"LABEL_0": 0, "LABEL_1": 1},
+    tokenizer_class=None,
+    prefix=None,
+    sep_token_id=None,
+    decoder_start_token_id=None,
+    task_specific_params=None,
+    problem_type=None,
+    _name_or_path="",
+    transformers_version="4.21.3",
+)
+
+
+def hf4_config_json(config: dict) -> dict:
+    """`config` as transformers 4.x saved it: the generic options in every section, the old
+    `dropout` option, and CLIP's `*_config_dict` overrides repeating the sub-configs."""
+    sections = {
+        k: HF4_GENERIC_OPTIONS | dict(dropout=0.0) | config[k] for k in ("text_config", "vision_config")
+    }
+    saved = HF4_GENERIC_OPTIONS | config | sections
+    if config["model_type"] == "clip":
+        saved |= dict(
+            text_config_dict=dict(hidden_size=config["text_config"]["hidden_size"]), vision_config_dict=None
+        )
+    return saved
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_hf_config_json_of_transformers_4_converts(kind):
+    config = (hf_clip_config(5) if kind == "clip" else hf_siglip_config()).to_dict()
+    convert = models.config_from_hf_clip if kind == "clip" else models.config_from_hf_siglip
+    assert convert(hf4_config_json(config)).to_json() == convert(config).to_json()
+
+
+@pytest.mark.parametrize(
+    "section, option",
+    [
+        ("vision_config", dict(num_channels=1)),
+        ("text_config", dict(pruned_heads={"0": [1]})),
+        (None, dict(model_type="siglip")),
+        ("text_config", dict(use_rope=True)),  # not an option transformers' CLIP has
+    ],
+)
+def test_hf_clip_option_outside_the_allow_list_is_named(section, option):
+    (key, value), config = next(iter(option.items())), hf_clip_config(5).to_dict()
+    with pytest.raises(
+        NotImplementedError, match=re.escape(f"{section or 'CLIPConfig'} option {key}={value!r}")
+    ):
+        models.config_from_hf_clip(with_option(config, section, **option))
+
+
+def test_hf_clip_ignored_options_keep_the_features():
+    """CLIPModel projects to the top-level `projection_dim` whatever its sub-configs say, and
+    dropout is off in eval mode: a model built with those converts to the same features."""
+    hf_config = hf_clip_config(5)
+    hf_config.text_config.projection_dim = hf_config.vision_config.projection_dim = 7
+    hf_config.vision_config.attention_dropout = 0.5
+    ref = torch_refs.randomize(transformers.CLIPModel(hf_config))
+    model, config = models.from_hf_clip(ref.state_dict(), hf_config)
+    assert architecture(config) == architecture(models.config_from_hf_clip(hf_clip_config(5)))
+    check_same_features(model, ref, hf_features, torch_refs.eos_tokens(BATCH, CONTEXT, VOCAB, 5))
+
+
 # ---------------------------------------------------------------------------------------------
 # transformers SiglipModel
 
@@ -349,6 +507,32 @@ def test_hf_siglip_round_trip_loads_strictly(tmp_path):
     fresh = transformers.SiglipModel(hf_config).eval()
     check_export(models.to_hf_siglip(model, config), fresh, ref)
     check_same_features(model, fresh, hf_features, siglip_tokens(seed=8))
+
+
+@pytest.mark.parametrize(
+    "section, option",
+    [
+        ("vision_config", dict(vision_use_head=False)),  # no attention-pooling head
+        ("vision_config", dict(num_channels=1)),
+        (None, dict(text_config_dict={})),  # CLIP's option, not SigLIP's
+    ],
+)
+def test_hf_siglip_option_outside_the_allow_list_is_named(section, option):
+    (key, value), config = next(iter(option.items())), hf_siglip_config().to_dict()
+    with pytest.raises(
+        NotImplementedError, match=re.escape(f"{section or 'SiglipConfig'} option {key}={value!r}")
+    ):
+        models.config_from_hf_siglip(with_option(config, section, **option))
+
+
+def test_hf_siglip_ignored_options_keep_the_features():
+    """Dropout (off in eval mode) is ignored: a SiglipModel built with it gives the same features."""
+    hf_config = hf_siglip_config()
+    hf_config.text_config.attention_dropout = hf_config.vision_config.attention_dropout = 0.5
+    ref = torch_refs.randomize(transformers.SiglipModel(hf_config))
+    model, config = models.from_hf_siglip(ref.state_dict(), hf_config)
+    assert architecture(config) == architecture(models.config_from_hf_siglip(hf_siglip_config()))
+    check_same_features(model, ref, hf_features, siglip_tokens())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import pytest
 
 import contrastive_jax as cj
 from contrastive_jax import losses, tiled
-from contrastive_jax.tiled import _dispatch, _pallas
 
 
 def operands(seed, n=13, m=11, dim=6, dtype=jnp.float32):
@@ -154,13 +153,86 @@ def test_bf16_log_sum_exp_would_fail_the_bf16_test():
     assert rel > 1e-4, rel  # so test_bf16_operands_give_float32_lse (rtol 1e-5) would catch it
 
 
-def test_auto_is_dense_or_blockwise_even_where_pallas_could_run(monkeypatch):
+def jaxpr_eqns(jaxpr):
+    """Every equation of `jaxpr` and of the jaxprs inside it (custom VJPs, loops, Pallas kernels)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if hasattr(sub, "eqns"):
+                    yield from jaxpr_eqns(sub)
+                elif hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
+                    yield from jaxpr_eqns(sub.jaxpr)
+
+
+def traced_eqns(fn, *args):
+    return list(jaxpr_eqns(jax.make_jaxpr(fn)(*args).jaxpr))
+
+
+def implementation(fn, *args):
+    """Which implementation a traced reduction ran, read from its jaxpr (forward and, under grad,
+    backward): a Pallas kernel, a custom VJP over a `scan` of row blocks, or neither (dense)."""
+    names = {eqn.primitive.name for eqn in traced_eqns(fn, *args)}
+    if "pallas_call" in names:
+        return "pallas"
+    if "scan" in names:
+        return "blockwise"
+    return "dense"
+
+
+def test_implementation_reader_tells_the_three_apart():
+    x, y, d_row, d_col = operands(5)
+    for impl, block_size in (("dense", None), ("blockwise", 4), ("pallas_interpret", 4)):
+        grad = jax.grad(lse_objective(impl, block_size, d_row, d_col), (0, 1, 2))
+        assert implementation(grad, x, y, 2.0) == impl.removesuffix("_interpret")
+
+
+@pytest.fixture
+def gpu_backend(monkeypatch):
+    """The default backend reported as "gpu", where `impl="pallas"` is accepted (for tracing only)."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert tiled.pallas_available(*operands(5)[:2])  # what the kernel's availability depends on
+
+
+def test_auto_is_dense_or_blockwise_even_where_pallas_could_run(gpu_backend):
+    x, y, d_row, d_col = operands(5)
+    for block_size, want in ((None, "dense"), (4, "blockwise")):
+        step = jax.grad(lse_objective("auto", block_size, d_row, d_col), (0, 1, 2))
+        assert implementation(step, x, y, 2.0) == want
+        sigmoid = lambda x, y: tiled.pairwise_softplus_sum(x, y, 2.0, -1.0, block_size=block_size)
+        assert implementation(jax.grad(sigmoid, (0, 1)), x, y) == want
+        clip = lambda x, y: losses.clip_loss(x[:6], y[:6], 2.0, block_size=block_size)  # its default impl
+        assert implementation(jax.grad(clip, (0, 1)), x, y) == want
+    assert implementation(jax.grad(lse_objective("pallas", 4, d_row, d_col)), x, y, 2.0) == "pallas"
+
+
+def test_resolve_tiling_is_the_choice_the_entry_points_make(gpu_backend):
     x, y, _, _ = operands(5)
-    monkeypatch.setattr(_pallas, "pallas_supported", lambda x, y: True)
-    assert tiled.pallas_available(x, y)
-    assert _dispatch.resolve("auto", None, "float32", x, y).impl == "dense"
-    assert _dispatch.resolve("auto", 4, "float32", x, y).impl == "blockwise"
-    assert _dispatch.resolve("pallas", 4, "float32", x, y) == _dispatch.Tiling("pallas", 4)
+    assert tiled.resolve_tiling("auto", None, "float32", x, y) == tiled.Tiling("dense")
+    assert tiled.resolve_tiling("auto", 4, "tf32", x, y) == tiled.Tiling("blockwise", 4, "tf32")
+    assert tiled.resolve_tiling("pallas", 4, "float32", x, y) == tiled.Tiling("pallas", 4)
+    assert tiled.resolve_tiling("pallas_interpret", None, "float32", x, y) == tiled.Tiling(
+        "pallas", interpret=True
+    )
+
+
+@pytest.mark.parametrize("impl,block_size", [("dense", None), ("blockwise", 4), ("pallas_interpret", 5)])
+def test_tiling_raw_passes_match_the_differentiable_entry_points(impl, block_size):
+    # The contract `parallel`'s ring builds its custom VJP on: forward and backward passes that
+    # give the values and gradients of `pairwise_lse` / `pairwise_softplus_sum`.
+    x, y, d_row, d_col = operands(7)
+    tiling = tiled.resolve_tiling(impl, block_size, "float32", x, y)
+    row_lse, col_lse = tiling.lse_forward(x, y, 3.0)
+    (want_row, want_col), _, want_grads = numpy_lse(x, y, 3.0, d_row, d_col)
+    np.testing.assert_allclose(row_lse, want_row, rtol=1e-5)
+    np.testing.assert_allclose(col_lse, want_col, rtol=1e-5)
+    for got, want in zip(tiling.lse_backward(x, y, 3.0, row_lse, col_lse, d_row, d_col), want_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    offset = jnp.int32(2)
+    want_value, want_grads = numpy_sigmoid(x, y, 3.0, -1.0, 2)
+    np.testing.assert_allclose(tiling.softplus_forward(x, y, 3.0, -1.0, offset), want_value, rtol=1e-5)
+    for got, want in zip(tiling.softplus_backward(x, y, 3.0, -1.0, offset, 0.5), want_grads):
+        np.testing.assert_allclose(got, 0.5 * want, rtol=1e-5, atol=1e-6)
 
 
 def test_pallas_is_refused_with_a_clear_error_on_cpu():
@@ -203,21 +275,7 @@ def test_bad_operands_raise():
 
 def dot_precisions(fn, *args):
     """Precisions of every dot_general in the jaxpr of `fn`, Pallas kernel bodies included."""
-    found = []
-
-    def walk(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "dot_general":
-                found.append(eqn.params["precision"])
-            for value in eqn.params.values():
-                for sub in value if isinstance(value, (tuple, list)) else (value,):
-                    if hasattr(sub, "eqns"):
-                        walk(sub)
-                    elif hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
-                        walk(sub.jaxpr)
-
-    walk(jax.make_jaxpr(fn)(*args).jaxpr)
-    return found
+    return [eqn.params["precision"] for eqn in traced_eqns(fn, *args) if eqn.primitive.name == "dot_general"]
 
 
 @pytest.mark.parametrize("impl,block_size", [("dense", None), ("blockwise", 4), ("pallas_interpret", None)])

@@ -197,7 +197,7 @@ def test_another_config_is_refused_and_the_run_left_untouched(data_dir, tmp_path
 
 
 def test_evaluation_needs_a_run(data_dir, tmp_path):
-    with pytest.raises(training.CheckpointError, match="no config.json"):
+    with pytest.raises(training.WorkdirError, match="no config.json"):
         training.evaluate_checkpoint(str(tmp_path))
     (tmp_path / "config.json").write_text(clip_config().to_json_best_effort())
     with pytest.raises(training.CheckpointError, match="no checkpoint yet"):

@@ -1,161 +1,48 @@
-"""Random-access sources and the grain input pipeline (deterministic, resumable, multi-host)."""
+"""The grain input pipeline: records → decoded, augmented, tokenized uint8 batches.
+
+Deterministic (the same seed gives the same batches), resumable (the iterator's state restores
+to the next batch exactly), split across processes, and run in worker processes when asked:
+
+    source ─ (random access) shuffle per epoch ─ this process's share ─ repeat ─┐
+           └ (streaming: resampled shards, parquet) ───────────────────────────┴─ decode + augment
+      + tokenize (threads, or worker processes) ─ drop bad samples, counting them ─ batch (in the
+      workers) ─ interleave the workers' batches
+
+A record that cannot make a sample (no image or caption, an undecodable or oversized image, an
+unreadable shard) is dropped where it stands, so the other samples keep their order; each batch
+carries `skipped: int32[B, len(SKIP_KINDS)]`, how many records of each kind were dropped just
+before each sample, so the trainer can count them across workers and processes.
+"""
 
 from __future__ import annotations
 
-import csv
-import difflib
-import json
-import os
+import dataclasses
+import logging
+import queue
+import threading
 
+import grain
+import jax.numpy as jnp
 import numpy as np
-from PIL import Image
+from absl import flags
+
+from contrastive_jax._errors import ConfigError, did_you_mean
+from contrastive_jax.data._images import AUGMENTATIONS, DEFAULT_MAX_PIXELS, BadImage, load_image
+
+log = logging.getLogger(__name__)
 
 # Pixels are scaled to [0, 1], then to [-1, 1]: (x - 0.5) / 0.5.
 PIXEL_MEAN, PIXEL_STD = 0.5, 0.5
-
-
-def default_data_dir() -> str:
-    return os.environ.get(
-        "CONTRASTIVE_JAX_DATA_DIR", os.path.join(os.path.expanduser("~"), ".cache", "contrastive_jax", "tfds")
-    )
-
-
-def load_source(
-    name: str,
-    split: str,
-    *,
-    data_dir: str | None = None,
-    config: str | None = None,
-    image_key: str = "image",
-    caption_key: str = "caption",
-):
-    """A random-access source of records `{"image": uint8[H, W, 3], "caption": str, ...}`.
-
-    The embedded datasets ("shapes_count", "digits_captions") are generated on first use (no
-    network). Any other name is read as an already prepared TFDS dataset in array_record
-    format (e.g. "coco_captions"), its `image_key` / `caption_key` fields mapped to
-    "image" / "caption" (a list of captions gives its first one).
-    """
-    import tensorflow_datasets as tfds
-
-    from contrastive_jax.data._builders import EMBEDDED
-
-    data_dir = data_dir or default_data_dir()
-    check_source(name, config=config, data_dir=data_dir)
-    if name in EMBEDDED:
-        if split not in ("train", "test"):
-            raise _config_error(f"{name} has splits 'train' and 'test', not {split!r}; use 'train' or 'test'")
-        builder = EMBEDDED[name](data_dir=data_dir, config=config or "default", file_format="array_record")
-        if not os.path.isdir(builder.data_dir) or not builder.info.splits:
-            tfds.display_progress_bar(False)
-            builder.download_and_prepare()
-        return builder.as_data_source(split=split)
-    try:
-        source = tfds.data_source(f"{name}/{config}" if config else name, split=split, data_dir=data_dir)
-    except ValueError as err:  # tfds lists every registered name or config: keep the first line
-        raise _config_error(
-            f"cannot load dataset {name!r} (config {config!r}): {str(err).splitlines()[0]}"
-        ) from err
-    return KeyMappedSource(source, image_key, caption_key)
-
-
-def _config_error(message: str):
-    from contrastive_jax.train import ConfigError  # the one error type the entry points report
-
-    return ConfigError(message)
-
-
-def _prepared_datasets(data_dir: str) -> list[str]:
-    """Names of the datasets prepared in a local `data_dir` (TFDS layout: name/config/version)."""
-    if not os.path.isdir(data_dir):
-        return []
-    return sorted(
-        n for n in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, n)) and not n.startswith(".")
-    )
-
-
-def check_source(name: str, *, config: str | None = None, data_dir: str | None = None) -> None:
-    """Raises `ConfigError` (listing the known names) for an unknown dataset or builder config.
-
-    Known datasets: the embedded ones, those registered with TFDS and those already prepared in
-    `data_dir`. Builder configs are checked for the embedded datasets (others when loading).
-    """
-    import tensorflow_datasets as tfds
-
-    from contrastive_jax.data._builders import EMBEDDED
-    from contrastive_jax.train import did_you_mean
-
-    if name in EMBEDDED:
-        configs = [c.name for c in EMBEDDED[name].BUILDER_CONFIGS]
-        if (config or "default") not in configs:
-            raise _config_error(
-                f"unknown builder config {config!r} for dataset {name!r} (config.data.builder_config); "
-                f"{did_you_mean(config, configs)}"
-            )
-        return
-    data_dir = data_dir or default_data_dir()
-    if "://" in data_dir:  # remote storage: leave the lookup to TFDS
-        return
-    prepared, registered = _prepared_datasets(data_dir), tfds.list_builders(with_community_datasets=False)
-    if name in prepared or name in registered:
-        return
-    known = sorted(EMBEDDED) + prepared
-    close = difflib.get_close_matches(name, known + registered, n=3, cutoff=0.6)
-    fix = f"did you mean {' or '.join(map(repr, close))}?" if close else f"use one of {', '.join(known)}"
-    raise _config_error(
-        f"unknown dataset {name!r} (config.data.name): not embedded, not a TFDS dataset and not prepared "
-        f"in {data_dir}; {fix}"
-    )
-
-
-class KeyMappedSource:
-    """Renames a source's image / caption fields (nested keys with '/', lists → first item)."""
-
-    def __init__(self, source, image_key: str, caption_key: str):
-        self._source, self._keys = source, (image_key, caption_key)
-
-    def __len__(self):
-        return len(self._source)
-
-    @staticmethod
-    def _get(record, key: str):
-        for part in key.split("/"):
-            record = record[part]
-        return record
-
-    def __getitem__(self, index):
-        record = self._source[index]
-        caption = self._get(record, self._keys[1])
-        if isinstance(caption, (list, tuple, np.ndarray)):
-            caption = caption[0]
-        return {"image": np.asarray(self._get(record, self._keys[0])), "caption": caption}
-
-
-class ImageTextFolder:
-    """Images in a folder plus a captions file: CSV/TSV with columns `filename,caption` or JSONL.
-
-    A random-access source with the same record format as the TFDS sources.
-    """
-
-    def __init__(self, root: str, captions_file: str):
-        self.root = root
-        path = captions_file if os.path.isabs(captions_file) else os.path.join(root, captions_file)
-        with open(path, newline="") as f:
-            if path.endswith(".jsonl"):
-                rows = [json.loads(line) for line in f if line.strip()]
-            else:
-                rows = list(csv.DictReader(f, delimiter="\t" if path.endswith(".tsv") else ","))
-        if not rows or not {"filename", "caption"} <= set(rows[0]):
-            raise ValueError(f"{path} needs 'filename' and 'caption' fields in every row")
-        self.rows = [(r["filename"], r["caption"]) for r in rows]
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, index):
-        filename, caption = self.rows[index]
-        with Image.open(os.path.join(self.root, filename)) as image:
-            return {"image": np.asarray(image.convert("RGB")), "caption": caption}
+SKIP_KINDS = ("no_image", "no_caption", "corrupt_image", "too_large", "unreadable", "missing_sample")
+SKIP_REASONS = {
+    "no_image": "samples without an image",
+    "no_caption": "samples without a caption (missing or empty)",
+    "corrupt_image": "samples whose image does not decode (corrupt or truncated)",
+    "too_large": "samples whose image has more pixels than data.max_pixels",
+    "unreadable": "samples that could not be read (I/O error on the shard or file)",
+    "missing_sample": "samples a shard's stats promised but its tar does not hold",
+}
+LABEL_KEYS = ("count", "color", "shape", "label", "has_distractor")
 
 
 def pixel_stats(data_config) -> tuple:
@@ -168,25 +55,156 @@ def pixel_stats(data_config) -> tuple:
     return mean, std
 
 
-def _preprocess(index, record, *, tokenizer, context_length, image_size, mean=PIXEL_MEAN, std=PIXEL_STD):
-    image = np.asarray(record["image"])
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    if image_size and image.shape[:2] != (image_size, image_size):
-        image = np.asarray(
-            Image.fromarray(image.astype(np.uint8)).resize((image_size, image_size), Image.BILINEAR)
-        )
-    out = {
-        "image": ((image.astype(np.float32) / 255.0) - mean) / std,
-        "tokens": tokenizer.encode([record["caption"]], context_length)[0],
-        "index": np.int32(index),
-    }
-    if "counterfactual_caption" in record:
-        out["cf_tokens"] = tokenizer.encode([record["counterfactual_caption"]], context_length)[0]
-    for key in ("count", "color", "shape", "label", "has_distractor"):
-        if key in record:
-            out[key] = np.int32(record[key])
-    return out
+def pixel_table(mean=PIXEL_MEAN, std=PIXEL_STD, channels: int = 3) -> np.ndarray:
+    """`f32[256, channels]`: `(level / 255 − mean) / std` for every uint8 level, in float32."""
+    levels = np.arange(256, dtype=np.float32)[:, None]
+    mean = np.asarray(mean, np.float32).reshape(1, -1)
+    std = np.asarray(std, np.float32).reshape(1, -1)
+    return np.ascontiguousarray(np.broadcast_to((levels / np.float32(255.0) - mean) / std, (256, channels)))
+
+
+def normalize_images(images, mean=PIXEL_MEAN, std=PIXEL_STD):
+    """`f32[..., C] = (images / 255 − mean) / std` for uint8 pixels (mean/std scalars or per channel).
+
+    Computed as a lookup in `pixel_table` (256 levels per channel): NumPy arrays give NumPy,
+    anything else (a jax array, a tracer in the jitted train step) a jax gather, and both equal
+    the float32 host arithmetic bit for bit. Arithmetic in XLA would not: it turns the divisions
+    into multiplications by reciprocals, off by an ulp for some levels.
+    """
+    channels = images.shape[-1]
+    table = pixel_table(mean, std, channels)
+    if isinstance(images, np.ndarray):
+        return table[images.astype(np.intp), np.arange(channels)]
+    flat = jnp.asarray(table.reshape(-1))
+    return flat[images.astype(jnp.int32) * channels + jnp.arange(channels, dtype=jnp.int32)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """What the preprocessing returns for a record that makes no sample."""
+
+    kind: str
+    detail: str = ""
+
+
+def _skip_kind(error: str) -> str:
+    head = error.split(":", 1)[0]
+    return head if head in SKIP_KINDS else "unreadable"
+
+
+@dataclasses.dataclass
+class Preprocess:
+    """One record → one sample dict (or `Skipped`); runs in the pipeline's threads or workers.
+
+    The record comes as `(epoch, index, record)` from a random-access source (its augmentation
+    seeded by `(seed, epoch, index)`) or as a record carrying `"__rng__"` from a streaming one.
+    """
+
+    tokenizer: object
+    context_length: int
+    image_size: int | None
+    augment: str = "none"
+    flip: bool = False
+    seed: int = 0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    normalize: bool = False
+    mean: object = PIXEL_MEAN
+    std: object = PIXEL_STD
+    json_fields: tuple = ()
+    require_caption: bool = True
+
+    def __call__(self, item):
+        if isinstance(item, tuple):
+            epoch, index, record = item
+            rng_key = (self.seed, epoch, index)
+        else:
+            record, index = item, -1
+            rng_key = (self.seed, *record["__rng__"])
+        where = f"{record.get('__url__', '')} {record.get('__key__', '')}".strip()
+        if record.get("__error__"):
+            return Skipped(_skip_kind(record["__error__"]), f"{where}: {record['__error__']}")
+        image, caption = record.get("image"), record.get("caption")
+        if image is None:
+            return Skipped("no_image", where)
+        if isinstance(caption, bytes):
+            caption = caption.decode("utf-8", "replace")
+        if caption is None or not str(caption).strip():
+            if self.require_caption:
+                return Skipped("no_caption", where)
+            caption = ""
+        needs_rng = self.augment in ("rrc", "inception") or self.flip
+        rng = np.random.default_rng(rng_key) if needs_rng else None
+        try:
+            pixels = load_image(
+                image, size=self.image_size, augment=self.augment, flip=self.flip, rng=rng,
+                max_pixels=self.max_pixels,
+            )  # fmt: skip
+        except BadImage as err:
+            return Skipped(err.kind, f"{where}: {err.detail}")
+        out = {
+            "image": normalize_images(pixels, self.mean, self.std) if self.normalize else pixels,
+            "tokens": self.tokenizer.encode([caption], self.context_length)[0],
+            "index": np.int32(index),
+        }
+        meta = record.get("json") or {}
+        fields = {**meta, **record}  # shards keep a record's other fields in its .json
+        if "counterfactual_caption" in fields:
+            counterfactual = fields["counterfactual_caption"]
+            out["cf_tokens"] = self.tokenizer.encode([counterfactual], self.context_length)[0]
+        for key in LABEL_KEYS:
+            if key in fields:
+                out[key] = np.int32(fields[key])
+        for field in self.json_fields:
+            out[f"json/{field}"] = np.asarray(meta.get(field, ""))
+        return out
+
+
+class _DropSkippedIterator(grain.DatasetIterator):
+    def __init__(self, parent):
+        super().__init__(parent)
+
+    def __next__(self):
+        counts = np.zeros(len(SKIP_KINDS), np.int32)
+        details: dict[str, str] = {}
+        while True:
+            element = next(self._parent)
+            if not isinstance(element, Skipped):
+                element["skipped"] = counts
+                element["skip_detail"] = np.asarray("\n".join(f"{k}|{d}" for k, d in details.items()))
+                return element
+            counts[SKIP_KINDS.index(element.kind)] += 1
+            details.setdefault(element.kind, element.detail)
+            log.debug("skipped a record (%s): %s", element.kind, element.detail)
+
+    def get_state(self):
+        return self._parent.get_state()
+
+    def set_state(self, state):
+        self._parent.set_state(state)
+
+
+class DropSkipped(grain.IterDataset):
+    """Drops `Skipped` records and attaches to each sample the counts of those dropped just
+    before it (`skipped: int32[K]`, `SKIP_KINDS` order) and, per kind, the first one's location
+    and reason (`skip_detail`: lines "kind|detail"). Records dropped after the last sample of
+    a finite stream (an evaluation pass) have no sample to carry their count."""
+
+    def __iter__(self):
+        return _DropSkippedIterator(self._parent.__iter__())
+
+    def __str__(self):
+        return "DropSkipped"
+
+
+def _check_options(batch_size, process_index, process_count, augment, num_workers):
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} must lie in [0, {process_count})")
+    if augment not in AUGMENTATIONS:
+        raise ConfigError(f"unknown config.data.augment={augment!r}; {did_you_mean(augment, AUGMENTATIONS)}")
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise ConfigError(f"config.data.num_workers is {num_workers!r} but must be 0 (in-process) or more")
 
 
 def make_dataset(
@@ -204,39 +222,164 @@ def make_dataset(
     process_count: int = 1,
     pixel_mean=PIXEL_MEAN,
     pixel_std=PIXEL_STD,
+    augment: str = "none",
+    flip: bool = False,
+    normalize: bool = True,
+    num_workers: int = 0,
+    read_threads: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    json_fields=(),
+    shuffle_buffer: int = 0,
+    require_caption: bool = True,
 ):
-    """A grain `MapDataset` of batches; `iter()` of it has `get_state()` / `set_state()`.
+    """A grain `IterDataset` of batches; `iter()` of it has `get_state()` / `set_state()`.
 
-    Order: index every record (its position in the source is the sample id, `index`), shuffle
-    globally with `seed` (re-shuffled each epoch), keep this process's share (every
-    `process_count`-th record from `process_index`, so processes are disjoint), repeat
-    `num_epochs` times (None: forever), preprocess, batch.
+    Random-access sources (TFDS, `ImageTextFolder`, `WebDatasetSource`): index every record
+    (its position in the source is the sample id, `index`), shuffle globally with `seed`
+    (re-shuffled each epoch), keep this process's share (every `process_count`-th record from
+    `process_index`, so processes are disjoint), repeat `num_epochs` times (None: forever).
+    Streaming sources (a grain `IterDataset` such as `ResampledShards` or `ParquetShards`, which
+    split themselves over processes): read as they come, through a window shuffle of
+    `shuffle_buffer` records if > 0; `index` is -1. Then decode, crop and resize (`augment`,
+    `flip`; randomness from `(seed, epoch, index)`, so reproducible and resumable), tokenize,
+    drop bad records (see the module docstring; with `require_caption=False`, e.g. to classify
+    images, a record without a caption is kept with an empty one) and batch, in `num_workers` worker processes
+    (0: in this process, with `read_threads` threads, grain's default when None).
 
-    Each batch is a dict of NumPy arrays: "image" `f32[B, H, W, 3]` (`(pixel/255 − pixel_mean) /
-    pixel_std`, scalars or per-channel; default [-1, 1]; see `pixel_stats`), "tokens"
-    `int32[B, T]`, "index" `int32[B]`, and where the records have them "cf_tokens" (the
-    counterfactual caption), "count", "color", "shape", "label", "has_distractor".
+    Each batch is a dict of NumPy arrays: "image" `uint8[B, S, S, 3]`, or with `normalize`
+    `f32[B, S, S, 3]` (`normalize_images` with `pixel_mean`/`pixel_std`; default [-1, 1];
+    see `pixel_stats`), "tokens" `int32[B, T]`, "index" `int32[B]`, "skipped" `int32[B, K]`,
+    "skip_detail" (text, see `DropSkipped`), where the records have them "cf_tokens" (the counterfactual caption), "count", "color",
+    "shape", "label", "has_distractor", and "json/<field>" for each of `json_fields`.
+
+    The batches depend on `num_workers` and `process_count` (each worker batches its own
+    share); the same values give the same batches.
     """
-    import grain
+    _check_options(batch_size, process_index, process_count, augment, num_workers)
+    preprocess = Preprocess(
+        tokenizer=tokenizer, context_length=context_length, image_size=image_size, augment=augment, flip=flip,
+        seed=seed, max_pixels=max_pixels, normalize=normalize, mean=pixel_mean, std=pixel_std,
+        json_fields=tuple(json_fields), require_caption=require_caption,
+    )  # fmt: skip
+    if isinstance(source, grain.IterDataset):
+        dataset = source
+        if shuffle and shuffle_buffer > 0:
+            dataset = grain.experimental.WindowShuffleIterDataset(
+                dataset, window_size=shuffle_buffer, seed=seed
+            )
+        dataset = dataset.map(preprocess)
+    else:
+        num_records = len(source)
+        # grain hands map_with_index the position in the repeated, shuffled stream: epoch * N + id.
+        dataset = grain.MapDataset.source(source).map_with_index(
+            lambda i, record: (i // num_records, i % num_records, record)
+        )
+        if shuffle:
+            dataset = dataset.shuffle(seed=seed)
+        dataset = dataset[process_index::process_count]
+        if num_epochs != 1:
+            dataset = dataset.repeat(num_epochs)
+        read_options = (
+            grain.ReadOptions() if read_threads is None else grain.ReadOptions(num_threads=read_threads)
+        )
+        dataset = dataset.map(preprocess).to_iter_dataset(read_options)
+    dataset = DropSkipped(dataset).batch(batch_size, drop_remainder=drop_remainder)
+    if num_workers > 0:
+        # grain's workers read absl flags (its debug options): outside an absl app, e.g. in a
+        # notebook, they are still unparsed, and would raise there; their defaults are what we want.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+        dataset = dataset.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2)
+        )
+    return dataset
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} must lie in [0, {process_count})")
-    num_records = len(source)
-    # grain hands map_with_index the position in the repeated stream, so reduce it to the record's.
-    dataset = grain.MapDataset.source(source).map_with_index(lambda i, record: (i % num_records, record))
-    if shuffle:
-        dataset = dataset.shuffle(seed=seed)
-    dataset = dataset[process_index::process_count]
-    if num_epochs != 1:
-        dataset = dataset.repeat(num_epochs)
-    preprocess = lambda item: _preprocess(
-        *item,
-        tokenizer=tokenizer,
-        context_length=context_length,
-        image_size=image_size,
-        mean=pixel_mean,
-        std=pixel_std,
-    )
-    return dataset.map(preprocess).batch(batch_size, drop_remainder=drop_remainder)
+
+def host_fields(batch: dict) -> tuple[dict, dict]:
+    """`(arrays for the devices, host-side info)`: the skip counts (summed per kind over the
+    batch) and any text fields stay on the host."""
+    device, host = {}, {}
+    for key, value in batch.items():
+        if key == "skipped":
+            host["skipped"] = np.asarray(value).sum(axis=0)
+        elif np.asarray(value).dtype.kind in "USO":
+            host[key] = value
+        else:
+            device[key] = value
+    return device, host
+
+
+class DevicePrefetch:
+    """Pulls batches from a grain iterator on a background thread and puts them on the devices.
+
+    `next()` returns `(device_batch, host_info)` (see `host_fields`); `get_state()` is the
+    iterator state after the last batch returned (not after the ones prefetched), so a
+    checkpoint resumes at the next batch the step will see. A failure in the input thread is
+    raised by the `next()` that would have returned its batch.
+
+    Args:
+      iterator: a grain dataset iterator.
+      put: host batch dict → device batch (e.g. global arrays over a mesh).
+      size: batches kept ready on the devices.
+    """
+
+    _END = object()
+
+    def __init__(self, iterator, put, size: int = 2):
+        self._iterator, self._put = iterator, put
+        self._queue: queue.Queue = queue.Queue(maxsize=max(size, 1))
+        self._stop = threading.Event()
+        self._state = iterator.get_state()
+        self._thread = threading.Thread(target=self._run, name="contrastive_jax-device-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            while not self._stop.is_set():
+                try:
+                    batch = next(self._iterator)
+                except StopIteration:
+                    self._offer(self._END)
+                    return
+                state = self._iterator.get_state()
+                device, host = host_fields(batch)
+                self._offer((self._put(device), host, state))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            self._offer(err)
+
+    def _offer(self, item):
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self._queue.get()
+        if item is self._END:
+            self._queue.put(item)
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        device, host, self._state = item
+        return device, host
+
+    def get_state(self):
+        return self._state
+
+    def close(self):
+        """Stops the thread and the iterator (its worker processes), and drops the batches held,
+        so that their shared memory is released now rather than at interpreter exit."""
+        self._stop.set()
+        self._thread.join(timeout=30)
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        if self._iterator is not None:
+            close = getattr(self._iterator, "close", None)
+            if close is not None:
+                close()
+            self._iterator = None

@@ -12,6 +12,9 @@ import os
 
 import numpy as np
 
+from contrastive_jax._errors import ConfigError
+from contrastive_jax.data._sources import check_source, default_data_dir, load_source
+
 
 @dataclasses.dataclass
 class EvalSource:
@@ -82,8 +85,6 @@ def detect_keys(features, *, image_key=None, label_key=None, caption_key=None) -
     """
     import tensorflow_datasets as tfds
 
-    from contrastive_jax.data._pipeline import _config_error
-
     flat = _flat_features(features)
     kinds = {
         "image": tfds.features.Image,
@@ -96,7 +97,7 @@ def detect_keys(features, *, image_key=None, label_key=None, caption_key=None) -
         candidates = [k for k, f in flat.items() if isinstance(f, kind)]
         if given[role] is not None:
             if given[role] not in candidates:
-                raise _config_error(
+                raise ConfigError(
                     f"--{role}_key={given[role]!r} is not a {kind.__name__} feature; "
                     f"the dataset's {kind.__name__} features: {candidates or 'none'}"
                 )
@@ -106,9 +107,9 @@ def detect_keys(features, *, image_key=None, label_key=None, caption_key=None) -
         keys[role] = (named or candidates)[0] if len(named) == 1 or len(candidates) == 1 else None
     features_text = ", ".join(f"{k} ({type(f).__name__})" for k, f in flat.items())
     if keys["image"] is None:
-        raise _config_error(f"no single Image feature found (features: {features_text}); pass --image_key")
+        raise ConfigError(f"no single Image feature found (features: {features_text}); pass --image_key")
     if keys["label"] is None and keys["caption"] is None:
-        raise _config_error(
+        raise ConfigError(
             f"neither a ClassLabel label nor a Text caption feature found (features: {features_text}); "
             "pass --label_key or --caption_key"
         )
@@ -121,16 +122,14 @@ def with_class_names(source: EvalSource, path: str) -> EvalSource:
     For datasets whose label feature holds ids, not names (TFDS's `imagenet2012`: WordNet ids).
     Raises `ConfigError` when the file is missing, or its line count differs from the labels'.
     """
-    from contrastive_jax.data._pipeline import _config_error
-
     if not os.path.isfile(path):
-        raise _config_error(f"class names file {path!r} does not exist")
+        raise ConfigError(f"class names file {path!r} does not exist")
     with open(path, encoding="utf-8") as f:
         names = [line.strip() for line in f if line.strip()]
     if source.class_names is None:
-        raise _config_error("this dataset has no label feature to name; pass --label_key")
+        raise ConfigError("this dataset has no label feature to name; pass --label_key")
     if len(names) != len(source.class_names):
-        raise _config_error(
+        raise ConfigError(
             f"{path} has {len(names)} class names but the label feature {source.label_key!r} has "
             f"{len(source.class_names)} classes"
         )
@@ -146,8 +145,6 @@ def open_eval_source(
     Raises `ConfigError` for an unknown dataset or split, or missing features (see `detect_keys`).
     """
     import tensorflow_datasets as tfds
-
-    from contrastive_jax.data._pipeline import _config_error, check_source, default_data_dir, load_source
 
     data_dir = data_dir or default_data_dir()
     base, _, config = name.partition("/")
@@ -173,7 +170,7 @@ def open_eval_source(
     except ValueError as err:
         if type(err).__name__ == "ConfigError":
             raise
-        raise _config_error(f"cannot load {name!r} split {split!r}: {str(err).splitlines()[0]}") from err
+        raise ConfigError(f"cannot load {name!r} split {split!r}: {str(err).splitlines()[0]}") from err
     class_names = None
     if keys["label"]:
         label_feature = _flat_features(source.dataset_info.features)[keys["label"]]
@@ -182,6 +179,6 @@ def open_eval_source(
 
 
 def _embedded():
-    from contrastive_jax.data._builders import EMBEDDED
+    from contrastive_jax.data._builders import EMBEDDED  # imports tensorflow_datasets (heavy)
 
     return EMBEDDED

@@ -9,9 +9,9 @@ dataset_name)` picks the tokenizer for a config's `data.tokenizer`. No tokenizer
 from __future__ import annotations
 
 import collections
+import dataclasses
 import gzip
 import html
-import importlib.util
 import json
 import os
 import re
@@ -19,6 +19,8 @@ import string
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from contrastive_jax._errors import ConfigError
 
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 
@@ -98,7 +100,10 @@ def word_tokenizer_for(dataset_name: str) -> WordTokenizer:
     if dataset_name == "digits_captions":
         texts = [_digits.digit_caption(d, t) for d in range(10) for t in range(len(_digits.TEMPLATES))]
         return WordTokenizer.build(texts)
-    raise ValueError(f"no built-in vocabulary for {dataset_name!r}; use a SentencePiece or tokenizers file")
+    raise ConfigError(
+        f"the 'word' tokenizer has a vocabulary only for the embedded datasets, not {dataset_name!r}; use "
+        "--config.data.tokenizer=clip_bpe (or a SentencePiece / tokenizers file)"
+    )
 
 
 class SentencePieceTokenizer:
@@ -260,13 +265,10 @@ def _bytes_to_unicode() -> dict[int, str]:
     )
 
 
-def open_clip_vocab_path() -> str | None:
-    """The vocabulary file open_clip ships, if open_clip is installed (it is not imported)."""
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = os.path.join(list(spec.submodule_search_locations)[0], _CLIP_VOCAB_FILE)
-    return path if os.path.isfile(path) else None
+def clip_vocab_path() -> str:
+    """CLIP's BPE vocabulary as shipped inside this package (OpenAI's MIT-licensed file, the one
+    open_clip and OpenAI's CLIP read; `assets/LICENSE-CLIP-BPE.txt`)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", _CLIP_VOCAB_FILE)
 
 
 def clip_clean(text: str) -> str:
@@ -291,7 +293,7 @@ class ClipBPETokenizer:
     token is the largest id, which is how open_clip's text tower finds it (`pool="argmax"`).
 
     Args:
-      vocab_path: `bpe_simple_vocab_16e6.txt.gz`; None takes the copy the open_clip package ships.
+      vocab_path: `bpe_simple_vocab_16e6.txt.gz`; None takes the copy this package ships.
       context_length: the default length of `encode`'s rows (77, as CLIP's).
     """
 
@@ -301,11 +303,11 @@ class ClipBPETokenizer:
         from tokenizers import AddedToken, Regex, Tokenizer, pre_tokenizers
         from tokenizers.models import BPE
 
-        vocab_path = vocab_path or open_clip_vocab_path()
-        if vocab_path is None:
+        vocab_path = vocab_path or clip_vocab_path()
+        if not os.path.isfile(vocab_path):
             raise FileNotFoundError(
-                f"ClipBPETokenizer needs CLIP's vocabulary file {_CLIP_VOCAB_FILE}: pass vocab_path= "
-                "(the file ships with the open_clip_torch package and with OpenAI's CLIP repository)"
+                f"ClipBPETokenizer's vocabulary file {vocab_path} does not exist (the package ships "
+                f"{_CLIP_VOCAB_FILE}; a broken install lacks it): pass vocab_path= or reinstall"
             )
         with gzip.open(vocab_path, "rt", encoding="utf-8") as f:
             merges = [tuple(line.split()) for line in f.read().split("\n")[1 : _CLIP_NUM_MERGES + 1]]
@@ -357,12 +359,52 @@ class ClipBPETokenizer:
 
 
 SIGLIP_PREFIX = "siglip:"
+NAMED_TOKENIZERS = ("word", CLIP_BPE)
+TOKENIZER_FILES = (".model", ".json", ".txt.gz")
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerSpec:
+    """A parsed `data.tokenizer`: `kind` is "word", "clip_bpe", "siglip", "sentencepiece",
+    "hf" or "clip_bpe_file"; `path` the file it names (None for the named ones)."""
+
+    kind: str
+    path: str | None = None
+
+
+def parse_tokenizer_spec(spec) -> TokenizerSpec:
+    """The one grammar of tokenizer specs: "word", "clip_bpe", "siglip:PATH.model", or a file
+    ending in .model (SentencePiece), .json (Hugging Face tokenizers) or .txt.gz (CLIP's BPE
+    vocabulary). Raises `ConfigError` (naming the accepted forms) for anything else."""
+    spec = str(spec)
+    if spec in NAMED_TOKENIZERS:
+        return TokenizerSpec(spec)
+    if spec.startswith(SIGLIP_PREFIX) and spec.endswith(".model"):
+        return TokenizerSpec("siglip", spec[len(SIGLIP_PREFIX) :])
+    if not spec.startswith(SIGLIP_PREFIX):
+        for suffix, kind in ((".model", "sentencepiece"), (".json", "hf"), (".txt.gz", "clip_bpe_file")):
+            if spec.endswith(suffix):
+                return TokenizerSpec(kind, spec)
+    raise ConfigError(
+        f"config.data.tokenizer is {spec!r}; use 'word', 'clip_bpe', a SentencePiece .model file "
+        "('siglip:PATH.model' for SigLIP's), a Hugging Face tokenizers .json file or a CLIP BPE .txt.gz "
+        "vocabulary"
+    )
+
+
+def check_tokenizer(spec) -> None:
+    """`parse_tokenizer_spec`, and the file it names must exist (`ConfigError` otherwise)."""
+    parsed = parse_tokenizer_spec(spec)
+    if parsed.path is not None and not os.path.isfile(parsed.path):
+        raise ConfigError(
+            f"config.data.tokenizer file {parsed.path!r} does not exist; pass the path to an existing file"
+        )
 
 
 def tokenizer_path(spec: str) -> str | None:
     """The file a tokenizer spec names (without a "siglip:" prefix), or None for a named one."""
     spec = str(spec)
-    if spec in _NAMED_TOKENIZERS:
+    if spec in NAMED_TOKENIZERS:
         return None
     return spec[len(SIGLIP_PREFIX) :] if spec.startswith(SIGLIP_PREFIX) else spec
 
@@ -377,27 +419,28 @@ def resolve_tokenizer(spec: str, directory: str) -> str:
     return prefix + os.path.abspath(os.path.join(directory, path))
 
 
-def make_tokenizer(spec: str = "word", dataset_name: str | None = None):
-    """The tokenizer a config's `data.tokenizer` names.
+def make_tokenizer(spec="word", dataset_name: str | None = None):
+    """The tokenizer a spec names, or a data config's (`config.data`: its `tokenizer`, default
+    "word", and its dataset `name`).
 
-    `spec`: "word" (`word_tokenizer_for(dataset_name)`), "clip_bpe" (CLIP's BPE from open_clip's
-    vocabulary file), "siglip:PATH" (SigLIP's `spiece.model`, `SiglipTokenizer`), or a file: a
-    SentencePiece `.model`, a Hugging Face `.json`, CLIP's BPE vocabulary `.txt.gz`. Anything
-    else raises ValueError.
+    `spec`: "word" (`word_tokenizer_for(dataset_name)`), "clip_bpe" (CLIP's BPE from the
+    vocabulary this package ships), "siglip:PATH" (SigLIP's `spiece.model`, `SiglipTokenizer`),
+    or a file: a SentencePiece `.model`, a Hugging Face `.json`, CLIP's BPE vocabulary `.txt.gz`
+    (`parse_tokenizer_spec`; anything else is a `ConfigError`).
     """
-    spec = str(spec)
-    if spec in _NAMED_TOKENIZERS:
-        return _NAMED_TOKENIZERS[spec](dataset_name)
-    if spec.startswith(SIGLIP_PREFIX):
-        return SiglipTokenizer(spec[len(SIGLIP_PREFIX) :])
-    for suffix, tokenizer_class in _TOKENIZER_FILES:
-        if spec.endswith(suffix):
-            return tokenizer_class(spec)
-    raise ValueError(
-        f"unknown tokenizer {spec!r}: use 'word', 'clip_bpe', 'siglip:PATH/spiece.model', or a file ending in "
-        + ", ".join(suffix for suffix, _ in _TOKENIZER_FILES)
-    )
+    if hasattr(spec, "get") and not isinstance(spec, str):  # a data config
+        spec, dataset_name = spec.get("tokenizer", "word"), spec.get("name", dataset_name)
+    parsed = parse_tokenizer_spec(spec)
+    if parsed.kind == "word":
+        return word_tokenizer_for(dataset_name)
+    if parsed.kind == CLIP_BPE:
+        return ClipBPETokenizer()
+    return _TOKENIZER_CLASSES[parsed.kind](parsed.path)
 
 
-_NAMED_TOKENIZERS = {"word": word_tokenizer_for, CLIP_BPE: lambda _: ClipBPETokenizer()}
-_TOKENIZER_FILES = ((".model", SentencePieceTokenizer), (".json", HFTokenizer), (".txt.gz", ClipBPETokenizer))
+_TOKENIZER_CLASSES = {
+    "siglip": SiglipTokenizer,
+    "sentencepiece": SentencePieceTokenizer,
+    "hf": HFTokenizer,
+    "clip_bpe_file": ClipBPETokenizer,
+}

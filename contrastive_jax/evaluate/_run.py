@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
+from contrastive_jax import data
 from contrastive_jax.evaluate import _metrics
 
 
 class Encoders:
-    """`encode_image` / `encode_text` of an NNX model, jitted once (eager NNX calls are slow)."""
+    """`encode_image` / `encode_text` of an NNX model, jitted once (eager NNX calls are slow).
 
-    def __init__(self, model):
-        import jax
-        from flax import nnx
+    `encode_image` takes uint8 pixels, as the input pipeline gives them (normalised inside the
+    jitted function with `pixel_mean` / `pixel_std`, `data.normalize_images`), or float images
+    already normalised.
+    """
 
+    def __init__(self, model, *, pixel_mean=data.PIXEL_MEAN, pixel_std=data.PIXEL_STD):
         graphdef, state = nnx.split(model)
         self._state = state
-        self._image = jax.jit(lambda s, x: nnx.merge(graphdef, s).encode_image(x))
+
+        def image(s, x):
+            if x.dtype == jnp.uint8:
+                x = data.normalize_images(x, pixel_mean, pixel_std)
+            return nnx.merge(graphdef, s).encode_image(x)
+
+        self._image = jax.jit(image)
         self._text = jax.jit(lambda s, t: nnx.merge(graphdef, s).encode_text(t))
 
     def encode_image(self, images):
@@ -31,23 +43,12 @@ QUESTION_LABELS = {"color": ("color", 0), "shape": ("shape", 0), "count": ("coun
 
 
 def embed_split(model, config, tokenizer, split: str = "test") -> dict[str, np.ndarray]:
-    """Image/text (and counterfactual-text) embeddings plus labels of a whole split, in order."""
-    from contrastive_jax import data
+    """Image/text (and counterfactual-text) embeddings plus labels of a whole split, in order.
 
-    source = data.load_source(config.data.name, split, config=config.data.get("builder_config", None))
-    dataset = data.make_dataset(
-        source,
-        tokenizer=tokenizer,
-        batch_size=config.eval.batch_size,
-        context_length=config.data.context_length,
-        seed=0,
-        shuffle=False,
-        num_epochs=1,
-        drop_remainder=False,
-        image_size=config.data.image_size,
-        pixel_mean=data.pixel_stats(config.data)[0],
-        pixel_std=data.pixel_stats(config.data)[1],
-    )
+    `model` is an `Encoders` (or anything with its methods taking the pipeline's uint8 images)."""
+    dataset = data.input_from_config(
+        config.data, split, batch_size=config.eval.batch_size, tokenizer=tokenizer
+    ).dataset
     chunks: dict[str, list] = {}
     limit = config.eval.get("max_examples", 0) or None
     seen = 0
@@ -58,7 +59,7 @@ def embed_split(model, config, tokenizer, split: str = "test") -> dict[str, np.n
         }
         if "cf_tokens" in batch:
             out["cf_emb"] = model.encode_text(batch["cf_tokens"])
-        out.update({k: v for k, v in batch.items() if k != "image"})
+        out.update({k: v for k, v in data.host_fields(batch)[0].items() if k != "image"})
         for key, value in out.items():
             chunks.setdefault(key, []).append(np.asarray(value))
         seen += len(batch["tokens"])
@@ -70,8 +71,6 @@ def embed_split(model, config, tokenizer, split: str = "test") -> dict[str, np.n
 
 def zero_shot(model, tokenizer, dataset_name: str, question: str, context_length: int, image_emb, labels):
     """Zero-shot accuracy of `question`, with each class embedded as its prompts' mean."""
-    from contrastive_jax import data
-
     prompts = data.zero_shot_prompts(dataset_name, question)
     class_embs = [
         np.asarray(model.encode_text(tokenizer.encode(list(p), context_length))) for p in prompts.values()
@@ -82,7 +81,8 @@ def zero_shot(model, tokenizer, dataset_name: str, question: str, context_length
 
 def evaluate_model(model, config, *, tokenizer, split: str = "test") -> dict[str, float]:
     """Zero-shot accuracy per question, retrieval recall@1/5/10 and (if available) counting accuracy."""
-    model = Encoders(model)
+    mean, std = data.pixel_stats(config.data)
+    model = Encoders(model, pixel_mean=mean, pixel_std=std)
     emb = embed_split(model, config, tokenizer, split)
     results = {"num_examples": int(len(emb["image_emb"]))}
     for question in config.eval.questions:
@@ -90,7 +90,7 @@ def evaluate_model(model, config, *, tokenizer, split: str = "test") -> dict[str
         results[f"zero_shot/{question}"] = zero_shot(
             model,
             tokenizer,
-            config.data.name,
+            config.eval.get("prompts", config.data.name),  # whose caption grammar the prompts follow
             question,
             config.data.context_length,
             emb["image_emb"],

@@ -1,21 +1,44 @@
 """Zero-shot classification and image↔text retrieval on any prepared TFDS dataset.
 
-Images go through `data.make_dataset` (centre square, then the run's resize and pixel mean/std),
-so a model sees them as in training; a converted model's `data.mean`/`data.std` are honoured.
+Images go through `data.input_from_config` (centre square, the run's resize; uint8 normalised with
+its pixel mean/std inside the jitted encoder), as in training's evaluation; a converted model's
+`data.mean`/`data.std` are honoured.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from flax import nnx
 
+from contrastive_jax import data
 from contrastive_jax.evaluate import _metrics
 from contrastive_jax.evaluate._run import Encoders
 
 
-def _encoders(model):
-    from flax import nnx
+class _Normalising:
+    """A model that is not an NNX module (e.g. a stand-in) gets its images normalised on the host."""
 
-    return Encoders(model) if isinstance(model, nnx.Module) else model
+    def __init__(self, model, mean, std):
+        self._model, self._mean, self._std = model, mean, std
+
+    def encode_image(self, images):
+        images = np.asarray(images)
+        if images.dtype == np.uint8:
+            images = data.normalize_images(images, self._mean, self._std)
+        return self._model.encode_image(images)
+
+    def encode_text(self, tokens):
+        return self._model.encode_text(tokens)
+
+
+def _encoders(model, config=None):
+    """`model` ready for the pipeline's uint8 images, normalised with the run's mean/std."""
+    mean, std = data.pixel_stats(config.data) if config is not None else (data.PIXEL_MEAN, data.PIXEL_STD)
+    if isinstance(model, (Encoders, _Normalising)):
+        return model
+    if isinstance(model, nnx.Module):
+        return Encoders(model, pixel_mean=mean, pixel_std=std)
+    return _Normalising(model, mean, std)
 
 
 def _padded(fn, batch: np.ndarray, size: int) -> np.ndarray:
@@ -28,22 +51,10 @@ def _padded(fn, batch: np.ndarray, size: int) -> np.ndarray:
 
 def embed_images(model, tokenizer, config, source, *, batch_size: int = 256, max_examples: int = 0):
     """`(image_emb f[N, E], labels int[N] or None, indices int[N])` of an `EvalSource`, in order."""
-    from contrastive_jax import data
-
-    model = _encoders(model)
-    mean, std = data.pixel_stats(config.data)
-    dataset = data.make_dataset(
-        source,
-        tokenizer=tokenizer,
-        batch_size=batch_size,
-        context_length=config.data.context_length,
-        shuffle=False,
-        num_epochs=1,
-        drop_remainder=False,
-        image_size=config.data.image_size,
-        pixel_mean=mean,
-        pixel_std=std,
-    )
+    model = _encoders(model, config)
+    dataset = data.input_from_config(
+        config.data, "test", batch_size=batch_size, tokenizer=tokenizer, source=source, training=False
+    ).dataset
     embs, labels, indices = [], [], []
     for batch in dataset:
         embs.append(_padded(model.encode_image, batch["image"], batch_size))
@@ -84,7 +95,6 @@ def zero_shot_tfds(
     Each class is the re-normalised mean embedding of its prompts (`data.TEMPLATES[templates]`
     filled with the class name): CLIP's prompt ensembling (Radford et al. 2021, §3.1.4).
     """
-    from contrastive_jax import data
 
     prompts = data.template_prompts(source.class_names, templates)
     flat = [p for name in source.class_names for p in prompts[name]]

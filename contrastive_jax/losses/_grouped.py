@@ -34,7 +34,7 @@ def grouped_clip_loss(
     communication and memory, +60% speed) but its training loss is not published; the
     definition follows the authors' patent (N devices in M groups, each group's contrastive loss
     from its partial similarity matrix, the group losses combined) and the released config flag
-    `aggregate_nodes` (−1 = all nodes, i.e. G = 1). See SPEC.md.
+    `aggregate_nodes` (−1 = all nodes, i.e. G = 1).
 
     Args:
       image_emb, text_emb: `f[B, D]` L2-normalised embeddings.

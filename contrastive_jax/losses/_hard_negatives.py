@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from contrastive_jax import _checks, _normalize
 from contrastive_jax.losses._simclr import _positive
-from contrastive_jax.tiled._blockwise import similarity
+from contrastive_jax.tiled import similarity
 
 Array = jax.Array
 

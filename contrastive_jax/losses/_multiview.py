@@ -9,7 +9,7 @@ from contrastive_jax import _checks
 from contrastive_jax.losses import _common
 from contrastive_jax.losses._decoupled import _dhel_terms, _pair_alignment
 from contrastive_jax.losses._simclr import _positive
-from contrastive_jax.tiled._blockwise import similarity
+from contrastive_jax.tiled import similarity
 
 Array = jax.Array
 

@@ -14,7 +14,7 @@ import numpy as np
 from flax import struct
 
 from contrastive_jax import _checks, _vma, parallel
-from contrastive_jax.tiled._blockwise import similarity
+from contrastive_jax.tiled import similarity
 
 Array = jax.Array
 _U_FLOOR = 1e-20  # the authors' floor on u, keeping log u and the weights finite
@@ -217,7 +217,9 @@ def _scaled_gaps(anchors, block, first_col, positive_sim, tau, first_row):
 def _weighted_sums(operands, block, first_col, first_row):
     """Pass 2 on one candidate block: `(Σ_j w_ij·h_ij, Σ_j w_ij·z_ij)`, `f32[b]` each.
 
-    Only `Σ w·h` has a gradient (through `h`): the weights are constants, as in the SPEC.
+    Only `Σ w·h` has a gradient (through `h`): the weights are constants, which makes it the
+    compositional gradient of SogCLR / iSogCLR (the moving average `u` in place of the inner mean;
+    see `isogclr_loss`).
     """
     anchors, positive_sim, tau, b_new, u_new = operands
     tau, b_new, u_new = jax.lax.stop_gradient((tau, b_new, u_new))
@@ -227,7 +229,7 @@ def _weighted_sums(operands, block, first_col, first_row):
 
 
 def _one_side(anchors, candidates, positive_sim, old, plan, hp):
-    """Loss terms `f32[b]` and new state entries for one anchor modality (SPEC, iSogCLR)."""
+    """Loss terms `f32[b]` and new state entries for one anchor modality (rules in `isogclr_loss`)."""
     num_neg = max(anchors.shape[0] * plan.num_devices() - 1, 1)
     first_row = plan.device_index() * anchors.shape[0]
     tau = old["tau"]

@@ -1,6 +1,8 @@
-"""Model configs (presets from a CPU-sized toy to CLIP ViT-B/16), the factory and size reports."""
+"""Model configs (size presets from CPU toys to open_clip's ViT-g/14), the factory and size reports."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import ml_collections
@@ -9,18 +11,73 @@ from flax import nnx
 
 from contrastive_jax.models._contrastive import DEFAULT_SCALE, MODELS
 
-# (vision: image, patch, width, depth, heads), (text: width, depth, heads, context, vocab), embed dim
+
+@dataclasses.dataclass(frozen=True)
+class VisionPreset:
+    """A ViT tower's size; `mlp_dim=None` is 4 × width."""
+
+    image_size: int
+    patch_size: int
+    width: int
+    depth: int
+    num_heads: int
+    mlp_dim: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TextPreset:
+    """A text transformer's size and its tokenizer's context and vocabulary."""
+
+    width: int
+    depth: int
+    num_heads: int
+    context_length: int
+    vocab_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """An architecture size: the two towers and the shared embedding width."""
+
+    vision: VisionPreset
+    text: TextPreset
+    embed_dim: int
+
+
 PRESETS = {
-    "tiny": ((64, 8, 96, 3, 3), (96, 3, 3, 16, 512), 64),
-    "small": ((64, 8, 256, 6, 4), (256, 6, 4, 32, 4096), 256),
-    "B/16": ((224, 16, 768, 12, 12), (512, 12, 8, 77, 49408), 512),
+    "tiny": Preset(
+        vision=VisionPreset(image_size=64, patch_size=8, width=96, depth=3, num_heads=3),
+        text=TextPreset(width=96, depth=3, num_heads=3, context_length=16, vocab_size=512),
+        embed_dim=64,
+    ),
+    "small": Preset(
+        vision=VisionPreset(image_size=64, patch_size=8, width=256, depth=6, num_heads=4),
+        text=TextPreset(width=256, depth=6, num_heads=4, context_length=32, vocab_size=4096),
+        embed_dim=256,
+    ),
+    "B/16": Preset(
+        vision=VisionPreset(image_size=224, patch_size=16, width=768, depth=12, num_heads=12),
+        text=TextPreset(width=512, depth=12, num_heads=8, context_length=77, vocab_size=49408),
+        embed_dim=512,
+    ),
     # open_clip's large towers (model configs ViT-L-14, ViT-H-14, ViT-g-14): for FSDP.
-    "L/14": ((224, 14, 1024, 24, 16), (768, 12, 12, 77, 49408), 768),
-    "H/14": ((224, 14, 1280, 32, 16), (1024, 24, 16, 77, 49408), 1024),
-    "g/14": ((224, 14, 1408, 40, 16), (1024, 24, 16, 77, 49408), 1024),
+    "L/14": Preset(
+        vision=VisionPreset(image_size=224, patch_size=14, width=1024, depth=24, num_heads=16),
+        text=TextPreset(width=768, depth=12, num_heads=12, context_length=77, vocab_size=49408),
+        embed_dim=768,
+    ),
+    "H/14": Preset(
+        vision=VisionPreset(image_size=224, patch_size=14, width=1280, depth=32, num_heads=16),
+        text=TextPreset(width=1024, depth=24, num_heads=16, context_length=77, vocab_size=49408),
+        embed_dim=1024,
+    ),
+    "g/14": Preset(
+        # open_clip's mlp_ratio 4.3637 for ViT-g-14: an MLP width of 6144, not 4 x 1408
+        vision=VisionPreset(image_size=224, patch_size=14, width=1408, depth=40, num_heads=16, mlp_dim=6144),
+        text=TextPreset(width=1024, depth=24, num_heads=16, context_length=77, vocab_size=49408),
+        embed_dim=1024,
+    ),
 }
-# Vision MLP widths that are not 4 x width (ViT-g/14: mlp_ratio 4.3637 in open_clip).
-VISION_MLP_DIM = {"g/14": 6144}
 
 
 def model_config(
@@ -47,41 +104,41 @@ def model_config(
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    (img, patch, v_width, v_depth, v_heads), (t_width, t_depth, t_heads, ctx, vocab), embed = PRESETS[preset]
+    v, t = PRESETS[preset].vision, PRESETS[preset].text
     c = ml_collections.ConfigDict()
-    c.name, c.embed_dim, c.dtype, c.remat = name, embed, dtype, bool(remat)
+    c.name, c.embed_dim, c.dtype, c.remat = name, PRESETS[preset].embed_dim, dtype, bool(remat)
     c.init_logit_scale = DEFAULT_SCALE[name]
     c.init_logit_bias = -10.0
     c.max_logit_scale = 100.0
     c.vision = ml_collections.ConfigDict(
         dict(
-            image_size=image_size or img,
-            patch_size=patch,
-            width=v_width,
-            depth=v_depth,
-            num_heads=v_heads,
+            image_size=image_size or v.image_size,
+            patch_size=v.patch_size,
+            width=v.width,
+            depth=v.depth,
+            num_heads=v.num_heads,
             mlp_ratio=4.0,
             pool="cls",
         )
     )
-    if preset in VISION_MLP_DIM:
-        c.vision.mlp_dim = VISION_MLP_DIM[preset]
+    if v.mlp_dim is not None:
+        c.vision.mlp_dim = v.mlp_dim
     c.text = ml_collections.ConfigDict(
         dict(
-            vocab_size=vocab,
-            context_length=context_length or ctx,
-            width=t_width,
-            depth=t_depth,
-            num_heads=t_heads,
+            vocab_size=t.vocab_size,
+            context_length=context_length or t.context_length,
+            width=t.width,
+            depth=t.depth,
+            num_heads=t.num_heads,
             mlp_ratio=4.0,
             pad_id=0,
         )
     )
     c.coca = ml_collections.ConfigDict(
         dict(
-            multimodal_depth=max(t_depth // 2, 1),
-            num_caption_queries=min(255, 2 * (img // patch) ** 2),
-            pooler_heads=v_heads,
+            multimodal_depth=max(t.depth // 2, 1),
+            num_caption_queries=min(255, 2 * (v.image_size // v.patch_size) ** 2),
+            pooler_heads=v.num_heads,
         )
     )
     return c

@@ -6,6 +6,10 @@ they return `(model, model_config)`, where `create_model(model_config, rngs=...)
 same architecture (so a trainer can restore the weights into it). `to_open_clip`, `to_hf_clip`,
 `to_hf_siglip` go back: a state dict that the PyTorch model loads with `strict=True`.
 
+A converter reads only the source options it handles or knowingly ignores (a table per
+config section, from the source library's own config classes); any other option set away from
+the source's default raises `NotImplementedError` naming it and its value.
+
 Each source is one table of `_Rule`s: a source tensor name, the model parameters it becomes and
 the two transforms between them. Import and export read the same table, so they cannot drift
 apart, and both check that every source tensor and every model parameter is used exactly once.
@@ -89,6 +93,43 @@ def _scalar(state: dict, name: str, default: float = 0.0) -> float:
 
 def _config_dict(config) -> dict:
     return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+# ----------------------------------------------------------------------------------------------
+# The source options a converter accepts
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """One section of a source config, as a converter sees it.
+
+    `handled` options are read; `ignored` ones change neither the weights nor the features
+    (each says why where it is listed); every other option must keep the source's default,
+    given in `defaults` (an option without one is unknown here, so refused at any value).
+    """
+
+    section: str
+    handled: frozenset[str]
+    ignored: frozenset[str]
+    defaults: Mapping[str, object]
+    # transformers' bookkeeping entries ("_name_or_path", "_commit_hash", "_attn_implementation…")
+    ignore_private: bool = False
+
+
+def _check_options(source: str, options: _Options, section: Mapping) -> None:
+    """Raises `NotImplementedError` naming the first option the converter does not accept."""
+    for key, value in section.items():
+        if key in options.handled or key in options.ignored:
+            continue
+        if (options.ignore_private and key.startswith("_")) or (
+            key in options.defaults and value == options.defaults[key]
+        ):
+            continue
+        known = f"default {options.defaults[key]!r}" if key in options.defaults else "an unknown option"
+        raise NotImplementedError(
+            f"{source} {options.section} option {key}={value!r} ({known}) is not converted: only "
+            f"{sorted(options.handled)} are read, and every other option must keep its default"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -285,11 +326,54 @@ def _build(config, rules, state):
 # open_clip
 
 
-# Options of open_clip's CLIPVisionCfg / CLIPTextCfg / model config that change the
-# architecture away from the one converted here, with their default values.
-_OPEN_CLIP_UNSUPPORTED = {
-    "model": dict(custom_text=False, multimodal_cfg=None),
-    "vision": dict(
+# open_clip's options (`CLIP.__init__` and the CLIPVisionCfg / CLIPTextCfg dataclasses of
+# open_clip/model.py, with their defaults) that the conversion reads, ignores or refuses.
+_OPEN_CLIP_MODEL = _Options(
+    "model",
+    handled=frozenset(
+        {"embed_dim", "quick_gelu", "vision_cfg", "text_cfg", "init_logit_scale", "init_logit_bias"}
+    ),
+    ignored=frozenset(
+        {
+            "output_dict",  # the container forward returns its outputs in
+            "cast_dtype",  # PyTorch's compute precision; here `model_config.dtype` chooses it
+        }
+    ),
+    defaults=dict(
+        custom_text=False,  # CustomTextCLIP keeps its text tower under other names
+        multimodal_cfg=None,  # CoCa
+        nonscalar_logit_scale=False,
+    ),
+)
+_OPEN_CLIP_CUSTOM_BLOCK = dict(
+    qk_norm=False,
+    scaled_cosine_attn=False,
+    scale_heads=False,
+    scale_attn_inner=False,
+    scale_attn=False,
+    scale_fc=False,
+)
+_OPEN_CLIP_VISION = _Options(
+    "vision_cfg",
+    # `layers` must be an int (a tuple is a ResNet) and `block_type` None or "default"
+    handled=frozenset(
+        {"layers", "width", "head_width", "mlp_ratio", "patch_size", "image_size", "block_type"}
+    ),
+    ignored=frozenset(
+        {
+            "patch_dropout",  # training only: open_clip's PatchDropout is the identity in eval mode
+            "output_tokens",  # forward also returns the tokens; the embedding is the same
+            "attn_pooler_queries",  # read only with attentional_pool, which is refused
+            "attn_pooler_heads",  # likewise
+            "timm_model_pretrained",  # the timm_* options are read only with timm_model_name (refused)
+            "timm_pool",
+            "timm_proj",
+            "timm_proj_bias",
+            "timm_drop",
+            "timm_drop_path",
+        }
+    ),
+    defaults=dict(
         ls_init_value=None,
         attentional_pool=False,
         no_ln_pre=False,
@@ -298,16 +382,28 @@ _OPEN_CLIP_UNSUPPORTED = {
         pool_type="tok",
         act_kwargs=None,
         norm_kwargs=None,
-        qk_norm=False,
-        scaled_cosine_attn=False,
-        scale_heads=False,
-        scale_attn_inner=False,
-        scale_attn=False,
-        scale_fc=False,
         timm_model_name=None,
+        **_OPEN_CLIP_CUSTOM_BLOCK,
     ),
-    "text": dict(
-        hf_model_name=None,
+)
+_OPEN_CLIP_TEXT = _Options(
+    "text_cfg",
+    handled=frozenset(
+        {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio", "pad_id", "block_type"}
+    ),
+    ignored=frozenset(
+        {
+            "hf_tokenizer_name",  # the tokenizer's options: the model takes its token ids as given
+            "tokenizer_mode",
+            "tokenizer_kwargs",
+            "eos_id",  # read only with pool_type "eos", which is refused
+            "output_tokens",  # forward also returns the tokens; the embedding is the same
+            "hf_model_pretrained",  # the hf_* options are read only with hf_model_name (refused)
+            "hf_proj_type",
+            "hf_pooler_type",
+        }
+    ),
+    defaults=dict(
         ls_init_value=None,
         embed_cls=False,
         no_causal_mask=False,
@@ -317,32 +413,28 @@ _OPEN_CLIP_UNSUPPORTED = {
         proj_type="linear",
         act_kwargs=None,
         norm_kwargs=None,
-        qk_norm=False,
-        scaled_cosine_attn=False,
-        scale_heads=False,
-        scale_attn_inner=False,
-        scale_attn=False,
-        scale_fc=False,
+        hf_model_name=None,
+        **_OPEN_CLIP_CUSTOM_BLOCK,
     ),
-}
+)
 
 
 def _check_open_clip(cfg: dict) -> None:
-    sections = {"model": cfg, "vision": cfg.get("vision_cfg", {}), "text": cfg.get("text_cfg", {})}
-    for section, defaults in _OPEN_CLIP_UNSUPPORTED.items():
-        for key, default in defaults.items():
-            if sections[section].get(key, default) != default:
-                raise NotImplementedError(
-                    f"open_clip {section} option {key}={sections[section][key]!r} is not supported"
-                )
-    if sections["vision"].get("block_type") not in (None, "default"):
-        raise NotImplementedError("open_clip vision block_type must be 'default'")
-    if sections["text"].get("block_type") not in (None, "default"):
-        raise NotImplementedError("open_clip text block_type must be 'default'")
-    if not isinstance(sections["vision"].get("layers", 12), int):
+    v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    _check_options("open_clip", _OPEN_CLIP_MODEL, cfg)
+    _check_options("open_clip", _OPEN_CLIP_VISION, v)
+    _check_options("open_clip", _OPEN_CLIP_TEXT, t)
+    if not isinstance(v.get("layers", 12), int):
         raise NotImplementedError(
-            "open_clip ResNet vision towers (layers given as a tuple) are not supported"
+            f"open_clip vision_cfg option layers={v['layers']!r} is not converted: a tuple is a "
+            "ResNet tower, and only ViTs are"
         )
+    for section, options in (("vision_cfg", v), ("text_cfg", t)):
+        if options.get("block_type") not in (None, "default"):
+            raise NotImplementedError(
+                f"open_clip {section} option block_type={options['block_type']!r} is not converted: "
+                "only the default block"
+            )
 
 
 def config_from_open_clip(model_cfg: Mapping) -> ml_collections.ConfigDict:
@@ -446,8 +538,9 @@ def from_open_clip(state_dict: StateDict, model_cfg: Mapping) -> tuple[nnx.Modul
       embedding is read at the largest id (the end-of-text token), as open_clip does.
 
     Raises:
-      NotImplementedError: for options outside the converted architecture (layer scale,
-        attentional pooling, ResNet / timm / HF towers, custom blocks, other pool types).
+      NotImplementedError: naming an option the conversion neither reads nor knowingly ignores,
+        set away from open_clip's default (layer scale, attentional pooling, ResNet / timm / HF
+        towers, custom blocks, other pool types, CoCa).
     """
     config = config_from_open_clip(model_cfg)
     state = load_state_dict(state_dict)
@@ -465,6 +558,84 @@ def to_open_clip(model, model_config, *, as_torch: bool = False) -> dict:
 
 # ----------------------------------------------------------------------------------------------
 # transformers: CLIPModel and SiglipModel
+
+
+# Options every transformers `PretrainedConfig` carries (configuration_utils.py, 4.x and 5.x,
+# generation defaults included) that neither CLIPModel nor SiglipModel reads: output and
+# serialisation switches, storage dtype, classification, encoder-decoder and generation settings,
+# tokenizer hints (the text pooling reads `eos_token_id` where it is handled below).
+_HF_GENERIC = frozenset(
+    """
+    return_dict output_hidden_states output_attentions torchscript use_bfloat16 tf_legacy_loss
+    chunk_size_feed_forward transformers_version architectures dtype torch_dtype attn_implementation
+    finetuning_task id2label label2id num_labels problem_type task_specific_params tie_word_embeddings
+    is_encoder_decoder is_decoder add_cross_attention cross_attention_hidden_size tie_encoder_decoder
+    decoder_start_token_id use_cache max_length min_length do_sample early_stopping num_beams
+    num_beam_groups diversity_penalty temperature top_k top_p typical_p repetition_penalty
+    length_penalty no_repeat_ngram_size encoder_no_repeat_ngram_size bad_words_ids
+    num_return_sequences output_scores return_dict_in_generate forced_bos_token_id
+    forced_eos_token_id remove_invalid_values exponential_decay_length_penalty suppress_tokens
+    begin_suppress_tokens tokenizer_class prefix bos_token_id pad_token_id eos_token_id sep_token_id
+    """.split()
+)
+# Training-time options: dropout, and the initialisation of weights the checkpoint replaces.
+_HF_TRAINING = frozenset({"attention_dropout", "dropout", "initializer_range", "initializer_factor"})
+_HF_GENERIC_DEFAULTS = dict(pruned_heads={})  # pruned heads would change the architecture
+_HF_TOWER = frozenset(
+    {
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "hidden_act",
+        "layer_norm_eps",
+    }
+)
+_HF_VISION = _HF_TOWER | {"image_size", "patch_size"}
+_HF_TEXT = _HF_TOWER | {"vocab_size", "max_position_embeddings", "pad_token_id"}
+
+
+def _hf_options(section: str, handled, defaults: dict, ignored=frozenset()) -> _Options:
+    return _Options(
+        section,
+        frozenset(handled),
+        _HF_GENERIC | _HF_TRAINING | ignored,
+        _HF_GENERIC_DEFAULTS | defaults,
+        ignore_private=True,
+    )
+
+
+# transformers' CLIPConfig / CLIPTextConfig / CLIPVisionConfig (models/clip/configuration_clip.py).
+_HF_CLIP_MODEL = _hf_options(
+    "CLIPConfig",
+    # transformers 4.x's *_config_dict: their entries override the sub-configs' (saved files agree)
+    {
+        "text_config",
+        "vision_config",
+        "text_config_dict",
+        "vision_config_dict",
+        "projection_dim",
+        "logit_scale_init_value",
+    },
+    dict(model_type="clip"),
+)
+# CLIPModel projects both towers to the CLIPConfig's projection_dim, not to a sub-config's
+_HF_CLIP_TEXT = _hf_options(
+    "text_config", _HF_TEXT | {"eos_token_id"}, dict(model_type="clip_text_model"), {"projection_dim"}
+)
+_HF_CLIP_VISION = _hf_options(
+    "vision_config", _HF_VISION, dict(model_type="clip_vision_model", num_channels=3), {"projection_dim"}
+)
+# transformers' SiglipConfig / SiglipTextConfig / SiglipVisionConfig (models/siglip/configuration_siglip.py).
+_HF_SIGLIP_MODEL = _hf_options("SiglipConfig", {"text_config", "vision_config"}, dict(model_type="siglip"))
+_HF_SIGLIP_TEXT = _hf_options(
+    "text_config", _HF_TEXT | {"projection_size"}, dict(model_type="siglip_text_model")
+)
+_HF_SIGLIP_VISION = _hf_options(
+    "vision_config",
+    _HF_VISION,
+    dict(model_type="siglip_vision_model", num_channels=3, vision_use_head=True),
+)
 
 
 def _hf_activation(section: dict) -> str:
@@ -543,12 +714,13 @@ def _hf_clip_rules(config) -> list[_Rule]:
 def config_from_hf_clip(hf_config) -> ml_collections.ConfigDict:
     """The `model_config` `from_hf_clip` returns, from the `CLIPConfig` (or its dict) alone."""
     cfg = _config_dict(hf_config)
-    t = cfg["text_config"]
+    t = {**cfg["text_config"], **(cfg.get("text_config_dict") or {})}
+    v = {**cfg["vision_config"], **(cfg.get("vision_config_dict") or {})}
+    for options, section in ((_HF_CLIP_MODEL, cfg), (_HF_CLIP_TEXT, t), (_HF_CLIP_VISION, v)):
+        _check_options("transformers", options, section)
     legacy = t["eos_token_id"] == 2
     pool = dict(pool="argmax", eos_id=0) if legacy else dict(pool="eos", eos_id=t["eos_token_id"])
-    vision = _hf_vision(
-        cfg["vision_config"], pool="cls", patch_bias=False, pre_norm=True, map_style="coca", proj=True
-    )
+    vision = _hf_vision(v, pool="cls", patch_bias=False, pre_norm=True, map_style="coca", proj=True)
     text = _hf_text(t, causal=True, proj_bias=False, **pool)
     logit_scale = cfg.get("logit_scale_init_value", math.log(1 / 0.07))
     return _model_config("clip", cfg["projection_dim"], logit_scale, -10.0, vision, text)
@@ -563,6 +735,10 @@ def from_hf_clip(state_dict: StateDict, hf_config) -> tuple[nnx.Module, ml_colle
 
     The text embedding is read where transformers reads it: at the first `eos_token_id`, or at
     the largest id when the config has the legacy `eos_token_id == 2`.
+
+    Raises:
+      NotImplementedError: naming an option the conversion neither reads nor knowingly ignores,
+        set away from transformers' default (e.g. `num_channels`, pruned heads).
     """
     config = config_from_hf_clip(hf_config)
     return _build(config, _hf_clip_rules(config), load_state_dict(state_dict))
@@ -603,8 +779,8 @@ def config_from_hf_siglip(hf_config) -> ml_collections.ConfigDict:
     """
     cfg = _config_dict(hf_config)
     v, t = cfg["vision_config"], cfg["text_config"]
-    if not v.get("vision_use_head", True):
-        raise NotImplementedError("SigLIP vision towers without the attention-pooling head")
+    for options, section in ((_HF_SIGLIP_MODEL, cfg), (_HF_SIGLIP_TEXT, t), (_HF_SIGLIP_VISION, v)):
+        _check_options("transformers", options, section)
     embed_dim = t.get("projection_size") or t["hidden_size"]
     if embed_dim != v["hidden_size"]:
         raise ValueError(f"text projection_size {embed_dim} differs from the vision width {v['hidden_size']}")
@@ -625,6 +801,10 @@ def from_hf_siglip(state_dict: StateDict, hf_config) -> tuple[nnx.Module, ml_col
     (`map_style="siglip"`) whose output is the image embedding (no projection); bidirectional
     text attention read at the last position (texts padded to the full context, as SigLIP's
     tokenizer does), a text head with bias; and the logit bias.
+
+    Raises:
+      NotImplementedError: naming an option the conversion neither reads nor knowingly ignores,
+        set away from transformers' default (e.g. `vision_use_head=False`, `num_channels`).
     """
     config = config_from_hf_siglip(hf_config)
     return _build(config, _hf_siglip_rules(config), load_state_dict(state_dict))

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from contrastive_jax import _vma
 from contrastive_jax.parallel import _ring
 from contrastive_jax.parallel._plan import Negatives
-from contrastive_jax.tiled import _dispatch, pairwise_lse, pairwise_softplus_sum
+from contrastive_jax.tiled import pairwise_lse, pairwise_softplus_sum, resolve_tiling
 
 
 def gather_negatives(x: jax.Array, plan: Negatives) -> tuple[jax.Array, jax.Array]:
@@ -75,7 +75,7 @@ def softmax_lse(
         return pairwise_lse(x, y, scale, block_size=block_size, impl=impl)
     scale = _vma.to_varying(scale, plan.gather_axes)
     if plan.exchange == "ring":
-        tiling = _dispatch.resolve(impl, block_size, "float32", x, y)
+        tiling = resolve_tiling(impl, block_size, "float32", x, y)
         x, y, scale = _vma.match_varying(x, y, scale)
         return _ring.ring_lse(x, y, scale, plan.gather_axes, tiling)
     y_all, _ = gather_negatives(y, plan)
@@ -110,7 +110,7 @@ def softplus_sum(
     scale = _vma.to_varying(scale, plan.gather_axes)
     bias = _vma.to_varying(bias, plan.gather_axes)
     if plan.exchange == "ring":
-        tiling = _dispatch.resolve(impl, block_size, "float32", x, y)
+        tiling = resolve_tiling(impl, block_size, "float32", x, y)
         x, y, scale, bias = _vma.match_varying(x, y, scale, bias)
         return _ring.ring_softplus_sum(x, y, scale, bias, plan.gather_axes, tiling, positives)
     y_all, offset = gather_negatives(y, plan)

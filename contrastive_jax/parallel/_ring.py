@@ -16,10 +16,11 @@ visiting block as a residual, i.e. the global batch):
 Per device and step one `[b, D]` block (plus `[b]` statistics) is sent: (N−1)·b·D values in
 the forward pass, about twice that in the backward pass.
 
-Each visit reduces `x_local` against the visiting block through `tiled/_dispatch.py` — dense,
-blockwise or Pallas, as the loss's `block_size` / `impl` resolved — the same adapters as the
-single-device path. SigLIP's positive pairs are found from the visiting block's owner (hop `k`
-brings device `me − k`'s block), so they keep their label sign inside the block.
+Each visit reduces `x_local` against the visiting block with the raw passes of a `tiled.Tiling`
+— dense, blockwise or Pallas, as `tiled.resolve_tiling` resolved the loss's `block_size` /
+`impl` — the same adapters as the single-device path. SigLIP's positive pairs are found from the
+visiting block's owner (hop `k` brings device `me − k`'s block), so they keep their label sign
+inside the block.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 
 from contrastive_jax import _vma
 from contrastive_jax.parallel._plan import axis_size
-from contrastive_jax.tiled import _dispatch
+from contrastive_jax.tiled import Tiling
 
 _F32 = jnp.float32
 
@@ -62,7 +63,7 @@ def _hops(step, carry, travel, travel_home, axes):
 def _ring_lse_fwd_impl(x, y, scale, axes, tiling):
     def step(row_lse, travel):
         y_block, col_lse = travel
-        row_part, col_part = _dispatch.lse_forward(tiling, x, y_block, scale)
+        row_part, col_part = tiling.lse_forward(x, y_block, scale)
         return jnp.logaddexp(row_lse, row_part), (y_block, jnp.logaddexp(col_lse, col_part))
 
     empty_rows = jnp.full((x.shape[0],), -jnp.inf, _F32)
@@ -73,12 +74,12 @@ def _ring_lse_fwd_impl(x, y, scale, axes, tiling):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def ring_lse(x, y, scale, axes, tiling):
+def ring_lse(x, y, scale, axes, tiling: Tiling):
     """Row LSE of local `x` against all devices' `y`, and column LSE of local `y` against all `x`.
 
     `(row_lse: f32[b], col_lse: f32[b])` for `L = scale · X_global Y_globalᵀ`, restricted to this
     device's rows and columns. `scale` must already vary along `axes` (see `_vma`). `tiling` (a
-    `tiled._dispatch.Tiling`) says how each visiting block is reduced (dense, blockwise, Pallas).
+    `tiled.Tiling`) says how each visiting block is reduced (dense, blockwise, Pallas).
     """
     return _ring_lse_fwd_impl(x, y, scale, axes, tiling)
 
@@ -95,8 +96,8 @@ def _ring_lse_bwd(axes, tiling, residuals, cotangents):
     def step(carry, travel):
         dx, dscale = carry
         y_block, col_block, d_col_block, dy_block = travel
-        dx_part, dy_part, dscale_part = _dispatch.lse_backward(
-            tiling, x, y_block, scale, row_lse, col_block, d_row, d_col_block
+        dx_part, dy_part, dscale_part = tiling.lse_backward(
+            x, y_block, scale, row_lse, col_block, d_row, d_col_block
         )
         return (dx + dx_part, dscale + dscale_part), (y_block, col_block, d_col_block, dy_block + dy_part)
 
@@ -125,7 +126,7 @@ def _ring_softplus_impl(x, y, scale, bias, axes, tiling, positives):
     def step(carry, y_block):
         total, hop = carry
         offset = _positive_offset(hop, axes, y.shape[0], positives)
-        total = total + _dispatch.softplus_forward(tiling, x, y_block, scale, bias, offset)
+        total = total + tiling.softplus_forward(x, y_block, scale, bias, offset)
         return (total, hop + 1), y_block
 
     zero = _vma.match_varying(jnp.zeros((), _F32), x)[0]
@@ -134,7 +135,7 @@ def _ring_softplus_impl(x, y, scale, bias, axes, tiling, positives):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def ring_softplus_sum(x, y, scale, bias, axes, tiling, positives=False):
+def ring_softplus_sum(x, y, scale, bias, axes, tiling: Tiling, positives: bool = False):
     """`Σ_{i local, j global} softplus(−z_ij · (scale · x_i·y_j + bias))`, all devices' `y` visiting.
 
     `z_ij = +1` for the global positive pairs (row `i` with its own column) when `positives`, else
@@ -154,8 +155,8 @@ def _ring_softplus_bwd(axes, tiling, positives, residuals, cotangent):
         dx, dscale, dbias, hop = carry
         y_block, dy_block = travel
         offset = _positive_offset(hop, axes, y.shape[0], positives)
-        dx_part, dy_part, dscale_part, dbias_part = _dispatch.softplus_backward(
-            tiling, x, y_block, scale, bias, offset, cotangent
+        dx_part, dy_part, dscale_part, dbias_part = tiling.softplus_backward(
+            x, y_block, scale, bias, offset, cotangent
         )
         carry = (dx + dx_part, dscale + dscale_part, dbias + dbias_part, hop + 1)
         return carry, (y_block, dy_block + dy_part)

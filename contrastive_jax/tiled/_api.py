@@ -1,4 +1,5 @@
-"""One entry point per pairwise reduction; `block_size` and `impl` pick the implementation."""
+"""One entry point per pairwise reduction; `block_size` and `impl` pick the implementation
+(`_dispatch.resolve_tiling`)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def pairwise_lse(
       [0.6931, 0.6931]
     """
     x, y, scale = _check_operands(x, y, scale)
-    tiling = _dispatch.resolve(impl, block_size, precision, x, y)
+    tiling = _dispatch.resolve_tiling(impl, block_size, precision, x, y)
     x, y, scale = _vma.match_varying(x, y, scale)
     return _dispatch.lse(tiling, x, y, scale)
 
@@ -104,7 +105,7 @@ def pairwise_softplus_sum(
     """
     x, y, scale = _check_operands(x, y, scale)
     bias = _checks.scalar("bias", bias)
-    tiling = _dispatch.resolve(impl, block_size, precision, x, y)
+    tiling = _dispatch.resolve_tiling(impl, block_size, precision, x, y)
     if positive_offset is None:
         positive_offset = y.shape[0]  # column i + m never exists: no positives
     offset = jnp.asarray(positive_offset)

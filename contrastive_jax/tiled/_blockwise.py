@@ -8,13 +8,18 @@ Two reductions cover the contrastive losses that need the full matrix:
 
 Each comes as raw `*_forward` / `*_backward` functions (no autodiff) in two forms: dense (the
 whole matrix at once) and blockwise (a `lax.scan` over row blocks, O(block·m + (n+m)·D)
-memory). `tiled/_dispatch.py` wraps them in custom VJPs; `parallel/`'s ring calls them on the
-block visiting the device ("tiles inside, ring across devices").
+memory). `tiled.Tiling` (`_dispatch.py`) runs them, wrapped in custom VJPs for `tiled`'s entry
+points and raw for `parallel/`'s ring on the block visiting the device ("tiles inside, ring
+across devices").
 
 The blockwise forward scans row blocks: each block's row LSE is exact (the block holds full
-rows) and the column LSE is kept as a running (max, sum) pair merged across blocks. With
-`P = exp(L − r)`, `Q = exp(L − c)` and cotangents `(dr, dc)` of the two outputs, the backward
-pass uses `∂/∂L_ij = dr_i P_ij + dc_j Q_ij` (SPEC, "Tiled (blockwise) CLIP").
+rows) and the column LSE is kept as a running (max, sum) pair merged across blocks. The
+backward pass recomputes each block's logits rather than storing them: the derivative of a
+log-sum-exp is the softmax, so with `P = exp(L − r)` (rows sum to 1), `Q = exp(L − c)` (columns
+sum to 1) and cotangents `(dr, dc)` of the two outputs, `∂/∂L_ij = dr_i P_ij + dc_j Q_ij`, and
+`dx = scale·G y`, `dy = scale·Gᵀx`, `dscale = Σ G∘(x yᵀ)` for `G = ∂/∂L` — the recomputation of
+FlashAttention's backward pass (Dao et al., 2022) applied to both softmax directions, as in Inf-CL
+(Cheng et al., 2024).
 
 The positive pairs of the sigmoid reduction take their own sign inside each block (as
 big_vision's chunked sigmoid loss does): `softplus(−L_ii)` and its gradient `−σ(−L_ii)` stay

@@ -1,13 +1,16 @@
-"""The one place that maps `(impl, block_size)` to an implementation of the pairwise reductions.
+"""The dispatch contract of the pairwise reductions: `(impl, block_size, precision)` → `Tiling`.
 
-`resolve` validates the options at trace time and returns a `Tiling` (hashable, so it can be a
-static argument of a custom VJP); `_ADAPTERS` maps each implementation to four small adapters
-with a common signature. `tiled/_api.py` (single device / all-gather) and `parallel/_ring.py`
-(the block visiting a device) both go through here:
+`resolve_tiling` validates the options at trace time and returns a `Tiling`: a hashable record
+of the choice (so it can be a static argument of a custom VJP) that runs the four raw passes of
+the chosen implementation on any operands, through `_ADAPTERS`, a table of small adapters with a
+common signature. Both callers go through it — `tiled.pairwise_lse` / `pairwise_softplus_sum`
+(one device, or local rows against gathered columns) and `parallel`'s ring (the block visiting a
+device) — so an implementation is added or changed in one place:
 
-* `lse(t, x, y, scale)` / `softplus(t, x, y, scale, bias, offset)`: differentiable;
-* `lse_forward` / `lse_backward` / `softplus_forward` / `softplus_backward`: raw passes
-  (no autodiff) for the ring's own custom VJP.
+* `Tiling.lse_forward` / `lse_backward` / `softplus_forward` / `softplus_backward`: raw passes
+  (no autodiff), which the ring composes into its own custom VJP;
+* `lse(t, x, y, scale)` / `softplus(t, x, y, scale, bias, offset)` below: differentiable, for
+  `tiled`'s entry points.
 
 Implementations: "dense" (the whole matrix; plain autodiff), "blockwise" (`lax.scan` over row
 blocks, custom VJP), "pallas" (the Triton kernels of `_pallas.py`, custom VJP; GPU only, or
@@ -28,32 +31,89 @@ import jax.numpy as jnp
 from contrastive_jax import _checks
 from contrastive_jax.tiled import _blockwise
 
+try:  # Pallas ships with jax but not with every jaxlib build: the kernel is optional.
+    from contrastive_jax.tiled import _pallas
+except ImportError:  # pragma: no cover - Pallas missing from this jaxlib
+    _pallas = None
+
+Array = jax.Array
 IMPLS = ("auto", "dense", "blockwise", "pallas", "pallas_interpret")
 PRECISIONS = _blockwise.PRECISIONS
+# Old names are refused with the new one rather than aliased: `auto` no longer picks the kernel,
+# and a silent alias would hide that (CHANGELOG.md).
 _RENAMED = {"xla": "blockwise", "fused": "pallas"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Tiling:
-    """A resolved choice: implementation, rows per block (or strip) and float32 dot precision."""
+    """How a pairwise reduction is computed: what `resolve_tiling` chose for the operands.
+
+    Attributes:
+      impl: "dense", "blockwise" or "pallas" (never "auto": that is resolved).
+      block_size: rows per block ("blockwise") or per forward program ("pallas"); `None` for
+        "dense", or for "pallas" to let the kernel pick its strips.
+      precision: "float32" (full float32 products for float32 operands) or "tf32".
+      interpret: run the Pallas kernel in Pallas's interpret mode (any backend; slow).
+
+    The four methods are the raw passes (no autodiff) over the logits `L = scale · x yᵀ` of
+    `x: f[n, D]` against `y: f[m, D]`; results are float32 whatever the operand dtype. A caller
+    that needs gradients composes them in its own custom VJP (as `parallel`'s ring does) or calls
+    `tiled.pairwise_lse` / `pairwise_softplus_sum`, which do.
+    """
 
     impl: str
     block_size: int | None = None
     precision: str = "float32"
     interpret: bool = False
 
+    def lse_forward(self, x: Array, y: Array, scale: Array) -> tuple[Array, Array]:
+        """`(row_lse f32[n], col_lse f32[m])`: `log Σ_j exp(L_ij)` and `log Σ_i exp(L_ij)`."""
+        return _ADAPTERS[self.impl].lse_forward(self, x, y, scale)
+
+    def lse_backward(
+        self, x: Array, y: Array, scale: Array, row_lse: Array, col_lse: Array, d_row: Array, d_col: Array
+    ) -> tuple[Array, Array, Array]:
+        """`(dx, dy, dscale)` of `Σ_i d_row_i·row_lse_i + Σ_j d_col_j·col_lse_j`, given both LSEs."""
+        return _ADAPTERS[self.impl].lse_backward(self, x, y, scale, row_lse, col_lse, d_row, d_col)
+
+    def softplus_forward(self, x: Array, y: Array, scale: Array, bias: Array, offset: Array) -> Array:
+        """`Σ_ij softplus(−z_ij·(L_ij + bias))`, `z_ij = +1` at `j = i + offset` else −1 (a scalar)."""
+        return _ADAPTERS[self.impl].softplus_forward(self, x, y, scale, bias, offset)
+
+    def softplus_backward(
+        self, x: Array, y: Array, scale: Array, bias: Array, offset: Array, cotangent: Array
+    ) -> tuple[Array, Array, Array, Array]:
+        """`(dx, dy, dscale, dbias)` of `cotangent · softplus_forward(x, y, scale, bias, offset)`."""
+        return _ADAPTERS[self.impl].softplus_backward(self, x, y, scale, bias, offset, cotangent)
+
 
 def pallas_available(x: jax.Array, y: jax.Array) -> bool:
     """Whether the Pallas kernel can run compiled for these operands on the default backend."""
-    try:
-        from contrastive_jax.tiled import _pallas
-    except ImportError:  # pragma: no cover - Pallas missing from this jaxlib
-        return False
-    return bool(_pallas.pallas_supported(x, y))
+    return _pallas is not None and bool(_pallas.pallas_supported(x, y))
 
 
-def resolve(impl: str, block_size: int | None, precision: str, x: jax.Array, y: jax.Array) -> Tiling:
-    """Checks the options and picks the implementation (trace time; raises ValueError)."""
+def resolve_tiling(impl: str, block_size: int | None, precision: str, x: jax.Array, y: jax.Array) -> Tiling:
+    """Checks the options of a pairwise reduction of `x` against `y` and picks its implementation.
+
+    Args:
+      impl: one of `IMPLS`; "auto" is "dense" without `block_size` and "blockwise" with it.
+      block_size: `None` or a positive int (see `pairwise_lse`).
+      precision: one of `PRECISIONS`.
+      x, y: the operands (only their dtypes and the backend matter, for "pallas").
+
+    Returns:
+      The `Tiling` (at trace time; nothing is computed).
+
+    Raises:
+      ValueError: an unknown or renamed `impl` or `precision`, a bad `block_size`,
+        "blockwise" without `block_size`, or "pallas" where the kernel cannot run.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> x = jnp.ones((4, 2))
+      >>> resolve_tiling("auto", 2, "float32", x, x)
+      Tiling(impl='blockwise', block_size=2, precision='float32', interpret=False)
+    """
     if impl in _RENAMED:
         raise ValueError(f"impl={impl!r} was renamed: use impl={_RENAMED[impl]!r}")
     if impl not in IMPLS:
@@ -86,33 +146,23 @@ def _rows(t: Tiling, x) -> int:
 
 
 def _pallas_kwargs(t: Tiling, x, y):
-    from contrastive_jax.tiled import _pallas
-
     dtype = jnp.promote_types(x.dtype, y.dtype)
     return dict(tiles=_pallas.choose_tiles(x.shape[1], dtype), precision=t.precision, interpret=t.interpret)
 
 
 def _pallas_lse_forward(t, x, y, scale):
-    from contrastive_jax.tiled import _pallas
-
     return _pallas.lse_forward(x, y, scale, strip_rows=t.block_size, **_pallas_kwargs(t, x, y))
 
 
 def _pallas_lse_backward(t, x, y, scale, row_lse, col_lse, d_row, d_col):
-    from contrastive_jax.tiled import _pallas
-
     return _pallas.lse_backward(x, y, scale, row_lse, col_lse, d_row, d_col, **_pallas_kwargs(t, x, y))
 
 
 def _pallas_softplus_forward(t, x, y, scale, bias, offset):
-    from contrastive_jax.tiled import _pallas
-
     return _pallas.softplus_forward(x, y, scale, bias, offset, **_pallas_kwargs(t, x, y))
 
 
 def _pallas_softplus_backward(t, x, y, scale, bias, offset, cotangent):
-    from contrastive_jax.tiled import _pallas
-
     return _pallas.softplus_backward(x, y, scale, bias, offset, cotangent, **_pallas_kwargs(t, x, y))
 
 
@@ -158,55 +208,37 @@ _ADAPTERS = {
 }
 
 
-def lse_forward(t: Tiling, x, y, scale):
-    """`(row_lse f32[n], col_lse f32[m])` of `scale · x yᵀ`, no autodiff."""
-    return _ADAPTERS[t.impl].lse_forward(t, x, y, scale)
-
-
-def lse_backward(t: Tiling, x, y, scale, row_lse, col_lse, d_row, d_col):
-    """`(dx, dy, dscale)` (float32) of `Σ d_row·row_lse + Σ d_col·col_lse`."""
-    return _ADAPTERS[t.impl].lse_backward(t, x, y, scale, row_lse, col_lse, d_row, d_col)
-
-
-def softplus_forward(t: Tiling, x, y, scale, bias, offset):
-    """`Σ_ij softplus(−z_ij · (scale · x_i·y_j + bias))`, z = +1 at `j = i + offset` else −1; no autodiff."""
-    return _ADAPTERS[t.impl].softplus_forward(t, x, y, scale, bias, offset)
-
-
-def softplus_backward(t: Tiling, x, y, scale, bias, offset, cotangent):
-    """`(dx, dy, dscale, dbias)` (float32) of `cotangent · softplus_forward(...)`."""
-    return _ADAPTERS[t.impl].softplus_backward(t, x, y, scale, bias, offset, cotangent)
-
-
 # ----------------------------------------------------------------------------------------------
 # Differentiable entry points.
 
 
 def lse(t: Tiling, x, y, scale):
+    """`Tiling.lse_forward`, differentiable w.r.t. `x`, `y` and `scale`."""
     if _ADAPTERS[t.impl].autodiff:
-        return lse_forward(t, x, y, scale)
+        return t.lse_forward(x, y, scale)
     return _lse_vjp(x, y, scale, t)
 
 
 def softplus(t: Tiling, x, y, scale, bias, offset):
+    """`Tiling.softplus_forward`, differentiable w.r.t. `x`, `y`, `scale` and `bias`."""
     if _ADAPTERS[t.impl].autodiff:
-        return softplus_forward(t, x, y, scale, bias, offset)
+        return t.softplus_forward(x, y, scale, bias, offset)
     return _softplus_vjp(x, y, scale, bias, offset, t)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _lse_vjp(x, y, scale, t):
-    return lse_forward(t, x, y, scale)
+    return t.lse_forward(x, y, scale)
 
 
 def _lse_vjp_fwd(x, y, scale, t):
-    row_lse, col_lse = lse_forward(t, x, y, scale)
+    row_lse, col_lse = t.lse_forward(x, y, scale)
     return (row_lse, col_lse), (x, y, scale, row_lse, col_lse)
 
 
 def _lse_vjp_bwd(t, residuals, cotangents):
     x, y, scale, row_lse, col_lse = residuals
-    dx, dy, dscale = lse_backward(t, x, y, scale, row_lse, col_lse, *cotangents)
+    dx, dy, dscale = t.lse_backward(x, y, scale, row_lse, col_lse, *cotangents)
     return dx.astype(x.dtype), dy.astype(y.dtype), dscale.astype(scale.dtype)
 
 
@@ -215,16 +247,16 @@ _lse_vjp.defvjp(_lse_vjp_fwd, _lse_vjp_bwd)
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _softplus_vjp(x, y, scale, bias, offset, t):
-    return softplus_forward(t, x, y, scale, bias, offset)
+    return t.softplus_forward(x, y, scale, bias, offset)
 
 
 def _softplus_vjp_fwd(x, y, scale, bias, offset, t):
-    return softplus_forward(t, x, y, scale, bias, offset), (x, y, scale, bias, offset)
+    return t.softplus_forward(x, y, scale, bias, offset), (x, y, scale, bias, offset)
 
 
 def _softplus_vjp_bwd(t, residuals, cotangent):
     x, y, scale, bias, offset = residuals
-    dx, dy, dscale, dbias = softplus_backward(t, x, y, scale, bias, offset, cotangent)
+    dx, dy, dscale, dbias = t.softplus_backward(x, y, scale, bias, offset, cotangent)
     return dx.astype(x.dtype), dy.astype(y.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype), None
 
 

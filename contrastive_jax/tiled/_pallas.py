@@ -56,7 +56,6 @@ SUPPORTED_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(j
 # scratch (layout conversions, reductions) and for two programs per SM.
 SMEM_BUDGET = 96 * 1024
 MAX_STRIPS = 256
-_DEBUG = False  # tests set it to read the Triton IR that `pallas_call(debug=True)` prints
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,7 +311,6 @@ def lse_forward(x, y, scale, *, tiles: Tiles, strip_rows=None, precision="float3
         in_specs=[_whole((4,)), pl.BlockSpec((strip, tiles.d_pad), lambda s: (s, 0)), _whole(yp.shape)],
         out_specs=[pl.BlockSpec((strip,), lambda s: (s,)), partial_spec, partial_spec],
         interpret=interpret,
-        debug=_DEBUG,
         compiler_params=_compiler_params(tiles, interpret),
     )
     col_max, col_sum = col_max.reshape(num_strips, m_pad)[:, :m], col_sum.reshape(num_strips, m_pad)[:, :m]
@@ -340,7 +338,6 @@ def softplus_forward(x, y, scale, bias, offset, *, tiles: Tiles, precision="floa
         ],  # fmt: skip
         out_specs=[pl.BlockSpec((tiles.block_rows,), lambda i: (i,))],
         interpret=interpret,
-        debug=_DEBUG,
         compiler_params=_compiler_params(tiles, interpret),
     )
     return jnp.sum(rows)
@@ -371,7 +368,6 @@ def _backward(grad_fn, scalars, offset, x, y, row_vectors, col_vectors, *, tiles
         # dx starts from zeros and every program adds into it.
         input_output_aliases={4 + len(vectors): 0},
         interpret=interpret,
-        debug=_DEBUG,
         compiler_params=_compiler_params(tiles, interpret),
     )
     return dx[:n, :dim], dy[:m, :dim], jnp.sum(stats, axis=0)

@@ -17,7 +17,8 @@ Restoring distinguishes three cases, newest checkpoint first:
   config builds) — a `CheckpointError` naming the differences; nothing on disk changes.
 
 If step folders exist but none restores, that is a `CheckpointError` too: a run never
-starts from scratch over existing checkpoints.
+starts from scratch over existing checkpoints. Both restores (`restore_latest`: the whole state;
+`restore_item`: one subtree, read-only) make these decisions in one loop, `_restore_newest`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from contrastive_jax.train._errors import CheckpointError
+from contrastive_jax._errors import CheckpointError
 
 log = logging.getLogger(__name__)
 DAMAGED_SUFFIX = ".damaged"
@@ -87,6 +88,17 @@ def _quiet_unraisable():
         sys.unraisablehook = previous
 
 
+def _abstract_as_saved(saved, prefix: str) -> dict:
+    """The subtree under `prefix` as the checkpoint holds it: `ShapeDtypeStruct`s (from `saved`
+    leaf specs) on this process's first device."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    flat = {
+        tuple(path[len(prefix) :].split("/")): jax.ShapeDtypeStruct(shape, dtype, sharding=device)
+        for path, (shape, dtype) in saved.items()
+    }
+    return ocp.tree.from_flat_dict(flat)
+
+
 class Checkpointer:
     """Saves and restores a run's state in `directory` with `ocp.CheckpointManager`.
 
@@ -131,38 +143,23 @@ class Checkpointer:
           CheckpointError: a checkpoint was written for a different state structure, or step
             folders exist and none of them restores. Nothing on disk is changed then.
         """
-        self._manager.reload()
         expected = _leaf_specs(target)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        damaged: list[tuple[int, str]] = []
-        for step in reversed(self.steps()):
-            with _quiet_unraisable():
-                saved = self._saved_specs(step)
-                if isinstance(saved, str):
-                    damaged.append((step, saved))
-                    continue
-                differences = structure_differences(saved, expected)
-                if differences:
-                    raise CheckpointError(self._mismatch_message(step, differences, describe_change))
-                try:
-                    restored = self._manager.restore(
-                        step,
-                        args=ocp.args.Composite(
-                            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-                        ),
-                    )
-                except Exception as err:  # noqa: BLE001 - a readable structure whose arrays fail
-                    damaged.append((step, _first_line(err)))
-                    continue
-            self._report_damaged(damaged, set_aside_damaged)
-            return step, restored.state, dict(restored.meta)
-        if damaged:
-            reasons = "; ".join(f"step {s}: {r}" for s, r in damaged)
-            raise CheckpointError(
-                f"none of the {len(damaged)} checkpoints in {self.directory} can be restored ({reasons}); "
-                "they are left as they are. Move that folder away to start the run afresh."
-            )
-        return None
+
+        def plan(step, saved):
+            self._check_structure(step, saved, expected, describe_change)
+            return abstract
+
+        def read(step, abstract):
+            args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+            restored = self._manager.restore(step, args=args)
+            return restored.state, dict(restored.meta)
+
+        found = self._restore_newest(plan, read, set_aside_damaged=set_aside_damaged)
+        if found is None:
+            return None
+        step, (state, meta) = found
+        return step, state, meta
 
     def restore_params(self, target, *, describe_change=None):
         """`(step, params)`: only the `params` subtree of the newest intact checkpoint (read-only).
@@ -190,52 +187,77 @@ class Checkpointer:
         Raises:
           CheckpointError: no checkpoint, none intact, no `key` in it, or another structure.
         """
-        self._manager.reload()
         prefix = key + "/"
-        skipped = []
+
+        def plan(step, saved):
+            saved = {path: spec for path, spec in saved.items() if path.startswith(prefix)}
+            if target is None:
+                if not saved:
+                    raise CheckpointError(f"the checkpoint at step {step} in {self.directory} has no {key!r}")
+                return {key: _abstract_as_saved(saved, prefix)}
+            expected = {prefix + path: spec for path, spec in _leaf_specs(target).items()}
+            self._check_structure(step, saved, expected, describe_change)
+            return {key: jax.tree.map(ocp.utils.to_shape_dtype_struct, target)}
+
+        def read(step, abstract):
+            with ocp.PyTreeCheckpointer() as reader:
+                restored = reader.restore(
+                    os.path.join(self.directory, str(step), "state"),
+                    args=ocp.args.PyTreeRestore(
+                        item=abstract,
+                        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                        partial_restore=True,
+                    ),
+                )
+            return restored[key]
+
+        found = self._restore_newest(plan, read, set_aside_damaged=False)
+        if found is None:
+            raise CheckpointError(f"no checkpoint in {self.directory} can be restored (no step folders)")
+        return found
+
+    def _restore_newest(self, plan, read, *, set_aside_damaged: bool):
+        """The one restore loop: `(step, read(step, plan(step, saved)))` for the newest checkpoint
+        that restores, or None when there are no step folders.
+
+        Newest step first: metadata that cannot be read is damage; `plan(step, saved)` turns the
+        saved leaf specs into what to read, or raises `CheckpointError` when they are another
+        run's structure (the loop stops there, nothing on disk changed); `read` failing is damage.
+        Damaged steps newer than the one restored are reported, and set aside with
+        `set_aside_damaged`, only once one has restored.
+
+        Raises:
+          CheckpointError: from `plan`, or step folders exist and none of them restores.
+        """
+        self._manager.reload()
+        damaged: list[tuple[int, str]] = []
         for step in reversed(self.steps()):
             with _quiet_unraisable():
                 saved = self._saved_specs(step)
                 if isinstance(saved, str):
-                    skipped.append((step, saved))
+                    damaged.append((step, saved))
                     continue
-                saved = {k: v for k, v in saved.items() if k.startswith(prefix)}
-                if target is None:
-                    if not saved:
-                        raise CheckpointError(
-                            f"the checkpoint at step {step} in {self.directory} has no {key!r}"
-                        )
-                    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-                    flat = {
-                        tuple(path[len(prefix) :].split("/")): jax.ShapeDtypeStruct(
-                            shape, dtype, sharding=device
-                        )
-                        for path, (shape, dtype) in saved.items()
-                    }
-                    abstract = {key: ocp.tree.from_flat_dict(flat)}
-                else:
-                    expected = {prefix + k: v for k, v in _leaf_specs(target).items()}
-                    differences = structure_differences(saved, expected)
-                    if differences:
-                        raise CheckpointError(self._mismatch_message(step, differences, describe_change))
-                    abstract = {key: jax.tree.map(ocp.utils.to_shape_dtype_struct, target)}
+                what = plan(step, saved)
                 try:
-                    with ocp.PyTreeCheckpointer() as reader:
-                        restored = reader.restore(
-                            os.path.join(self.directory, str(step), "state"),
-                            args=ocp.args.PyTreeRestore(
-                                item=abstract,
-                                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-                                partial_restore=True,
-                            ),
-                        )
+                    result = read(step, what)
                 except Exception as err:  # noqa: BLE001 - a readable structure whose arrays fail
-                    skipped.append((step, _first_line(err)))
+                    damaged.append((step, _first_line(err)))
                     continue
-            self._report_damaged(skipped, False)
-            return step, restored[key]
-        reasons = "; ".join(f"step {s}: {r}" for s, r in skipped) or "no step folders"
-        raise CheckpointError(f"no checkpoint in {self.directory} can be restored ({reasons})")
+            self._report_damaged(damaged, set_aside_damaged)
+            return step, result
+        if damaged:
+            reasons = "; ".join(f"step {s}: {r}" for s, r in damaged)
+            raise CheckpointError(
+                f"none of the {len(damaged)} checkpoints in {self.directory} can be restored ({reasons}); "
+                "they are left as they are. Move that folder away to start the run afresh."
+            )
+        return None
+
+    def _check_structure(self, step: int, saved, expected, describe_change) -> None:
+        """Raises the mismatch `CheckpointError` when `saved` and `expected` leaf specs differ."""
+        differences = structure_differences(saved, expected)
+        if differences:
+            raise CheckpointError(self._mismatch_message(step, differences, describe_change))
 
     def _saved_specs(self, step: int):
         """The saved state's leaf specs, or a one-line reason why its metadata is unreadable."""

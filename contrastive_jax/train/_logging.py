@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from contrastive_jax import data, evaluate
+
 
 class MetricWriter:
     """Writes each logged step to `metrics.jsonl`, TensorBoard (if tensorboardX is installed)
@@ -100,9 +102,7 @@ def save_plots(workdir: str, model, config, tokenizer, num_pairs: int = 12) -> d
     Drawn on bare `matplotlib.figure.Figure`s: pyplot's backend (a notebook's inline one, say)
     is left as the user set it.
     """
-    from matplotlib.figure import Figure
-
-    from contrastive_jax import data
+    from matplotlib.figure import Figure  # matplotlib: the train extra, imported when plotting
 
     paths = {}
     records = read_metrics(workdir)
@@ -114,22 +114,11 @@ def save_plots(workdir: str, model, config, tokenizer, num_pairs: int = 12) -> d
     paths["loss_curve"] = os.path.join(workdir, "loss_curve.png")
     fig.savefig(paths["loss_curve"], dpi=120)
 
-    dataset = data.make_dataset(
-        data.load_source(config.data.name, "test", config=config.data.get("builder_config", None)),
-        tokenizer=tokenizer,
-        batch_size=num_pairs,
-        context_length=config.data.context_length,
-        seed=0,
-        shuffle=False,
-        num_epochs=1,
-        image_size=config.data.image_size,
-        pixel_mean=data.pixel_stats(config.data)[0],
-        pixel_std=data.pixel_stats(config.data)[1],
-    )
-    batch = next(iter(dataset))
-    from contrastive_jax.evaluate import Encoders
-
-    encoders = Encoders(model)
+    if not data.has_eval_split(config.data):
+        return paths
+    held_out = data.input_from_config(config.data, "test", batch_size=num_pairs, tokenizer=tokenizer)
+    batch = next(iter(held_out.dataset))
+    encoders = evaluate.Encoders(model, pixel_mean=held_out.pixel_mean, pixel_std=held_out.pixel_std)
     sim = encoders.encode_image(batch["image"]) @ encoders.encode_text(batch["tokens"]).T
     fig = Figure(figsize=(6, 5))
     ax = fig.subplots()

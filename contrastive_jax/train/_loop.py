@@ -22,12 +22,19 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from contrastive_jax import parallel
-from contrastive_jax.train import _logging
+from contrastive_jax import data, parallel
+from contrastive_jax._errors import CheckpointError, ConfigError, WorkdirError
+from contrastive_jax.train import _input, _logging
 from contrastive_jax.train._checkpoint import Checkpointer, StopSignal
-from contrastive_jax.train._errors import CheckpointError, ConfigError
-from contrastive_jax.train._objective import compute_loss, init_loss_state, needs_loss_state
+from contrastive_jax.train._objective import compute_loss, get_objective, init_loss_state, needs_loss_state
 from contrastive_jax.train._optim import make_optimizer
+from contrastive_jax.train._rundir import (
+    RunPaths,
+    check_run_dir,
+    read_run_config,
+    run_checkpointer,
+    write_run_config,
+)
 from contrastive_jax.train._validate import check_workdir, mesh_shape, validate_config
 
 log = logging.getLogger(__name__)
@@ -38,7 +45,12 @@ BATCH_AXES = (DATA, FSDP)
 
 
 def quiet_logs() -> None:
-    """Orbax and TFDS log every step at INFO through absl; keep the console to warnings."""
+    """Keeps absl's console output (Orbax and TFDS log every step at INFO through it) to warnings.
+
+    `train()` calls it; an entry point calls it again after absl has parsed its flags, which sets
+    the verbosity back to INFO. The library's own progress lines go through the
+    `contrastive_jax` logger and are not affected.
+    """
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.WARNING)
@@ -49,7 +61,7 @@ def _loss_inputs(outputs: dict) -> dict:
     return {k: P() if jnp.ndim(v) == 0 else P(BATCH_AXES) for k, v in outputs.items()}
 
 
-def make_train_step(graphdef, optimizer, loss_config, mesh, shardings: dict):
+def make_train_step(graphdef, optimizer, loss_config, mesh, shardings: dict, *, pixel_stats=None):
     """A jitted `(params, rest, opt_state, loss_state, batch) -> (params, opt_state, loss_state, metrics)`.
 
     The towers run under `jax.jit` on JAX's sharding engine: parameters and optimizer state
@@ -59,12 +71,18 @@ def make_train_step(graphdef, optimizer, loss_config, mesh, shardings: dict):
     `axis_name=("data", "fsdp")`, so its exchange sees every device's negatives; the gradient is
     taken outside both, so it is the exact global-batch gradient.
 
+    Images may arrive as uint8 pixels (what the input pipeline sends: a quarter of float32's
+    bytes); they are normalised here, inside the jitted step, with `pixel_stats`.
+
     Args:
       shardings: the train state's `NamedSharding`s (`state_shardings`): "params",
         "opt_state" and "loss_state" are used.
+      pixel_stats: `(mean, std)` for uint8 images (`data.pixel_stats(config.data)`); default
+        0.5 / 0.5. Float images are taken as already normalised.
     """
     state_spec = jax.tree.map(lambda s: s.spec, shardings["loss_state"])
-    counting = loss_config.name == "clip_count"
+    mean, std = pixel_stats or (data.PIXEL_MEAN, data.PIXEL_STD)
+    objective = get_objective(loss_config.name)
 
     def per_device(outputs, batch, loss_state):
         loss, metrics, loss_state = compute_loss(
@@ -74,9 +92,11 @@ def make_train_step(graphdef, optimizer, loss_config, mesh, shardings: dict):
 
     def loss_fn(params, rest, batch, loss_state):
         model = nnx.merge(graphdef, params, rest)
-        outputs = dict(model(batch["image"], batch["tokens"]))
-        if counting:  # the counterfactual captions go through the text tower too
-            outputs["cf_text_emb"] = model.encode_text(batch["cf_tokens"])
+        images = batch["image"]
+        if images.dtype == jnp.uint8:
+            images = data.normalize_images(images, mean, std)
+        outputs = dict(model(images, batch["tokens"]))
+        outputs.update(objective.encode_inputs(model, batch))  # e.g. clip_count's counterfactual captions
         sharded_loss = jax.shard_map(
             per_device,
             mesh=mesh,
@@ -109,36 +129,7 @@ def _to_global(batch: dict, mesh) -> dict:
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
 
-def make_tokenizer(data_config):
-    """`data_config.tokenizer`: "word" (built from the embedded dataset), "clip_bpe" (OpenAI's BPE),
-    a SentencePiece `.model`, a Hugging Face `tokenizers` `.json` or a CLIP BPE `.txt.gz` file
-    (`data.make_tokenizer`)."""
-    from contrastive_jax import data
-
-    return data.make_tokenizer(data_config.get("tokenizer", "word"), data_config.name)
-
-
-def _build_input(config, split: str, *, shuffle: bool, num_epochs=None, seed_offset: int = 0):
-    from contrastive_jax import data
-
-    source = data.load_source(config.data.name, split, config=config.data.get("builder_config", None))
-    tokenizer = make_tokenizer(config.data)
-    batch_size = config.batch_size // jax.process_count()
-    dataset = data.make_dataset(
-        source,
-        tokenizer=tokenizer,
-        batch_size=batch_size,
-        context_length=config.data.context_length,
-        seed=config.seed + seed_offset,
-        shuffle=shuffle,
-        num_epochs=num_epochs,
-        image_size=config.data.image_size,
-        pixel_mean=data.pixel_stats(config.data)[0],
-        pixel_std=data.pixel_stats(config.data)[1],
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    return source, tokenizer, dataset
+make_tokenizer = data.make_tokenizer  # the one tokenizer factory (a spec or a data config)
 
 
 # A sample-sharded loss state (iSogCLR) is padded to a multiple of this (and of the mesh size),
@@ -279,21 +270,18 @@ def apply_init_from(config):
     (`MODEL_DATA_KEYS`; a tokenizer file named relative to that directory is resolved there),
     so that its parameters fit; the dataset, loss and optimizer stay this config's.
     """
-    import ml_collections
-
     from contrastive_jax import data
 
     source = config.get("init_from", None)
     if not source:
         return config
-    path = os.path.join(source, "config.json")
-    if not os.path.isfile(path):
+    if not os.path.isfile(RunPaths(source).config):
+        # A config value that names no run: the fix is in the config, hence ConfigError.
         raise ConfigError(
             f"config.init_from={source!r} has no config.json: give a finished run's workdir or a "
             "directory written by experiments/convert.py"
         )
-    with open(path) as f:
-        saved = ml_collections.ConfigDict(json.load(f))
+    saved = read_run_config(source)
     with config.unlocked():
         config.model = saved.model
         for key in MODEL_DATA_KEYS:
@@ -306,20 +294,18 @@ def apply_init_from(config):
 def _init_params(config, train_state: dict) -> dict:
     """`train_state` with the parameters of `config.init_from`'s newest intact checkpoint."""
     source = config.init_from
-    step, params = Checkpointer(os.path.join(source, "checkpoints")).restore_params(
+    step, params = run_checkpointer(source).restore_params(
         train_state["params"], describe_change=lambda: f"(config.init_from={source!r})"
     )
-    print(f"Initialised the parameters from {source} (step {step})", flush=True)
+    log.info("Initialised the parameters from %s (step %d)", source, step)
     return dict(train_state, params=params)
 
 
 def _config_change(workdir: str, config) -> str:
     """Which config keys differ from the run's saved config.json (for a mismatch message)."""
-    path = os.path.join(workdir, "config.json")
     try:
-        with open(path) as f:
-            saved = _flatten(json.load(f))
-    except (OSError, ValueError):
+        saved = _flatten(read_run_config(workdir).to_dict())
+    except WorkdirError:
         return f"(no readable config.json in {workdir} to compare with)"
     current = _flatten(json.loads(config.to_json_best_effort()))
     changed = [
@@ -343,21 +329,32 @@ def _flatten(tree, prefix: str = "") -> dict:
 
 
 def _resume(checkpointer: Checkpointer, train_state: dict, workdir: str, config):
-    """`(first_step, train_state, data_state)` from the newest intact checkpoint, or step 0.
+    """`(first_step, train_state, meta)` from the newest intact checkpoint, or `(0, state, None)`;
+    `meta` holds the data position ("data") and the skipped-record counts ("skipped").
 
     Damaged newer checkpoints are set aside; a checkpoint of another config is an error that
-    leaves the workdir (config.json included) as it was. Only then is config.json written.
+    leaves the workdir (config.json included) as it was. The caller writes config.json once the
+    data position has been restored too (`_input.restore_position` may refuse the run).
     """
     restored = checkpointer.restore_latest(
         train_state, set_aside_damaged=True, describe_change=lambda: _config_change(workdir, config)
     )
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
     if restored is None:
         return 0, train_state, None
     step, train_state, meta = restored
-    return step, train_state, meta["data"]
+    return step, train_state, meta
+
+
+def _open_input(config, *, seed: int | None = None):
+    """This process's training input (`data.input_from_config`), its batch a share of the global one."""
+    return data.input_from_config(
+        config.data,
+        "train",
+        batch_size=config.batch_size // jax.process_count(),
+        seed=config.seed if seed is None else seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
 
 
 def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
@@ -388,8 +385,8 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
     check_workdir(workdir)
 
     # Input; the text tower's vocabulary is the tokenizer's (or, fine-tuning, the source model's).
-    source, tokenizer, dataset = _build_input(config, "train", shuffle=True)
-    iterator = iter(dataset)
+    layout_input = _open_input(config)
+    tokenizer = layout_input.tokenizer
     if not config.get("init_from", None):
         with config.unlocked():
             config.model.text.vocab_size = tokenizer.vocab_size
@@ -402,36 +399,53 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
     # Model, optimizer, loss state; then resume if the workdir has a checkpoint.
     shard_state = bool(config.loss.get("shard_state", False)) and needs_loss_state(config.loss.name)
     model, graphdef, rest, optimizer, train_state, shardings = init_state(
-        config, len(source), mesh=mesh, shard_loss_state=shard_state
+        config, layout_input.num_samples or 1, mesh=mesh, shard_loss_state=shard_state
     )
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"),
         max_to_keep=config.keep_checkpoints,
         save_interval_steps=config.checkpoint_every,
     )
-    first_step, train_state, data_state = _resume(checkpointer, train_state, workdir, config)
+    first_step, train_state, meta = _resume(checkpointer, train_state, workdir, config)
     if first_step == 0 and config.get("init_from", None):
         train_state = _init_params(config, train_state)
-    if data_state is not None:
-        iterator.set_state(data_state)
-        print(f"Resumed from step {first_step} in {workdir}", flush=True)
+    pipeline, iterator = layout_input, iter(layout_input.dataset)
+    if meta is not None:
+        if _input.restore_position(iterator, meta["data"], pipeline.layout, config, first_step) == "reseed":
+            iterator.close()
+            pipeline = _open_input(config, seed=_input.reseeded_seed(config.seed, first_step))
+            iterator = iter(pipeline.dataset)
+        log.info("Resumed from step %d in %s", first_step, workdir)
+    if jax.process_index() == 0:  # the run is new, or compatible with its checkpoints: record its config
+        write_run_config(workdir, config)
+    skipped = _input.SkipCounter(None if meta is None else meta.get("skipped"))
     if jax.process_index() == 0:
-        print(models.summary(model, config.model), flush=True)
+        log.info("%s", models.summary(model, config.model))
 
-    step_fn = make_train_step(graphdef, optimizer, config.loss, mesh, shardings)
+    step_fn = make_train_step(
+        graphdef,
+        optimizer,
+        config.loss,
+        mesh,
+        shardings,
+        pixel_stats=(pipeline.pixel_mean, pipeline.pixel_std),
+    )
     writer = _logging.MetricWriter(
         workdir, total_steps=config.total_steps, initial_step=first_step, enabled=jax.process_index() == 0
     )
     stop = StopSignal()
     params, opt_state, loss_state = train_state["params"], train_state["opt_state"], train_state["loss_state"]
     step = first_step
+    batches = data.DevicePrefetch(iterator, lambda batch: _to_global(batch, mesh))
+    del iterator  # `batches` owns it now, and closes it (and its workers) when the loop ends
     try:
         while step < config.total_steps:
-            batch = _to_global(next(iterator), mesh)
+            batch, host = next(batches)
+            skipped.add(host)
             params, opt_state, loss_state, metrics = step_fn(params, rest, opt_state, loss_state, batch)
             step += 1
             if step % config.log_every == 0 or step == config.total_steps:
-                writer.write(step, jax.device_get(metrics))
+                writer.write(step, {**jax.device_get(metrics), **skipped.metrics()})
             if on_step is not None:
                 on_step(step, metrics)
             stopping = stop.should_stop(step)  # on every process, every step: they agree on it
@@ -443,22 +457,29 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
                     loss_state=loss_state,
                     step=jnp.asarray(step, jnp.int32),
                 )
-                checkpointer.save(step, train_state, {"data": iterator.get_state()}, force=True)
+                position = _input.data_meta(batches, pipeline.layout)
+                checkpointer.save(
+                    step, train_state, {"data": position, "skipped": skipped.totals.tolist()}, force=True
+                )
                 writer.flush()
             if stopping:
                 break
     finally:
+        batches.close()
         checkpointer.close()
         writer.close()
         stop.restore_handlers()
     if step < config.total_steps:
-        print(f"Stopped at step {step}; run again with the same --workdir to resume.", flush=True)
+        log.info("Stopped at step %d; run again with the same --workdir to resume.", step)
         return {"stopped_at": step}
 
     if not evaluate:
         return {"steps": step}
     model = nnx.merge(graphdef, params, rest)
     started = time.time()
+    if not data.has_eval_split(config.data):
+        log.info("No held-out data to evaluate on (set config.data.eval_urls); skipping the evaluation")
+        return {"steps": step}
     results = evaluators.evaluate_model(model, config, tokenizer=tokenizer)
     results["eval_seconds"] = time.time() - started
     if jax.process_index() == 0:
@@ -475,28 +496,19 @@ def load_run(workdir: str):
     the workdir (damaged checkpoints are skipped with a warning, not set aside).
 
     Raises:
-      CheckpointError: `workdir` has no config.json, no checkpoint, or none that restores.
+      WorkdirError: `workdir` does not exist or has no config.json.
+      CheckpointError: it has no checkpoint, none that restores, or one of another model.
     """
-    import ml_collections
-
     from contrastive_jax import data
 
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        raise CheckpointError(
-            f"{workdir} has no config.json: it is not a training run's workdir (train into it first)"
-        )
-    with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    check_run_dir(workdir)
+    config = read_run_config(workdir)
     # A converted directory names its tokenizer relative to itself.
     config.data.tokenizer = data.resolve_tokenizer(config.data.get("tokenizer", "word"), workdir)
     # Only the parameters are read (the loss and optimizer state are not needed to evaluate),
     # onto this process's first device, whatever mesh wrote them.
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-    if not checkpointer.steps():
-        raise CheckpointError(f"{workdir} has no checkpoint yet: train first, or check the --workdir path")
     _, graphdef, rest, _, state, _ = init_state(config, num_samples=1)
-    step, params = checkpointer.restore_params(
+    step, params = run_checkpointer(workdir).restore_params(
         state["params"], describe_change=lambda: _config_change(workdir, config)
     )
     model = nnx.merge(graphdef, params, rest)
@@ -512,24 +524,16 @@ def load_loss_state(workdir: str) -> tuple[int, dict]:
     batch's `"index"`); entries past the source's length are padding and never `seen`.
 
     Raises:
-      CheckpointError: no config.json or checkpoint, none intact, or the run's loss keeps no
-        per-sample state.
+      WorkdirError: `workdir` does not exist or has no config.json.
+      CheckpointError: no checkpoint, none intact, or the run's loss keeps no per-sample state.
     """
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        raise CheckpointError(
-            f"{workdir} has no config.json: it is not a training run's workdir (train into it first)"
-        )
-    with open(path) as f:
-        loss_name = json.load(f)["loss"]["name"]
+    check_run_dir(workdir)
+    loss_name = read_run_config(workdir).loss.name
     if not needs_loss_state(loss_name):
         raise CheckpointError(
             f"the run in {workdir} trains {loss_name!r}, which keeps no per-sample loss state"
         )
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-    if not checkpointer.steps():
-        raise CheckpointError(f"{workdir} has no checkpoint yet: train first, or check the --workdir path")
-    step, state = checkpointer.restore_item("loss_state")
+    step, state = run_checkpointer(workdir).restore_item("loss_state")
     return step, {name: np.asarray(value) for name, value in state.items()}
 
 

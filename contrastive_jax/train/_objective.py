@@ -1,44 +1,205 @@
-"""The training objective: which loss a config asks for, applied to a model's outputs.
+"""The training objectives: one record per objective, read by the step, the validator, the configs.
 
-`compute_loss` runs inside the per-device function of the train step (under `jax.shard_map`
-when there are several devices) and passes `axis_name`/`exchange` on, so the loss is the
-global-batch loss with exact gradients. Every metric it returns is already global.
+An `Objective` says everything the trainer needs to train with one loss: how to call it on the
+model's outputs (its adapter), its per-sample state (if any), the model family it needs, the batch
+inputs it wants encoded, its config settings with their defaults and the checks on them. The
+exchanges it supports are not written down: they are asked of the loss itself, which refuses an
+exchange it lacks (`supported_exchanges` traces it once on a one-device mesh).
+
+`compute_loss` runs inside the per-device function of the train step (under `jax.shard_map` when
+there are several devices) and passes `axis_name`/`exchange` on, so the loss is the global-batch
+loss with exact gradients. Every metric it returns is already global.
+
+To add an objective, write its adapter and one `Objective(...)` entry in `REGISTRY` below; the
+config builder (`loss_config`), `validate_config`, the step and the README's objective table
+(`objective_table`; `python -m tests.test_objectives` rewrites it) follow from the record.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import ml_collections
+from jax.sharding import PartitionSpec as P
 
-from contrastive_jax import _vma, losses
+from contrastive_jax import _vma, losses, parallel
+from contrastive_jax._errors import ConfigError, did_you_mean
 
-OBJECTIVES = ("clip", "siglip", "coca", "isogclr", "sogclr", "clip_count", "nt_xent", "dcl")
-
-
-def needs_loss_state(name: str) -> bool:
-    return name in ("isogclr", "sogclr")
-
-
-def init_loss_state(config, num_samples: int):
-    """Per-sample loss state for (i)SogCLR, else an empty dict."""
-    if not needs_loss_state(config.name):
-        return {}
-    return losses.isogclr_init(
-        num_samples, tau_init=config.tau_init, tau_min=config.tau_min, tau_max=config.tau_max
-    )
+# Exchanges the trainer offers: negatives come from every device of the (data, fsdp) mesh.
+# "grouped" (M2-Encoder) needs a (group, member) mesh of its own.
+TRAINER_EXCHANGES = ("all_gather", "ring")
+# Keys every loss section may have besides its objective's own. `block_size` appears in a section
+# when the objective's loss function takes it (the blockwise path); `shard_state` when it keeps state.
+SHARED_DEFAULTS = {"exchange": "all_gather", "block_size": None, "shard_state": False}
+# The model outputs every objective reads (`compute_loss` logs the logit scale for all of them).
+BASE_OUTPUTS = ("image_emb", "text_emb", "logit_scale")
 
 
-def _counting_term(outputs):
-    """ "Teaching CLIP to Count": prefer the true caption over the wrong-count one, per image.
+@dataclasses.dataclass(frozen=True)
+class NoneDefault:
+    """A setting that is None unless set, of `type` when set (so `--config.loss.KEY=...` parses)."""
 
-    `outputs["cf_text_emb"]` holds the counterfactual captions' embeddings (the train step
-    encodes `batch["cf_tokens"]` with the text tower).
+    type: type
+
+
+Settings = types.SimpleNamespace  # a loss section with its objective's defaults filled in
+Adapter = Callable[..., tuple]  # (settings, outputs, batch, state, axis_name) -> (loss, metrics, state)
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What the trainer needs to train with one loss.
+
+    Attributes:
+      name: the value of `config.loss.name`.
+      apply: `(settings, outputs, batch, state, axis_name) -> (loss, metrics, new_state)`, the call
+        of the loss on the model's outputs; `metrics` holds the objective's own terms.
+      functions: the `losses` functions it calls (the README names them; the first one decides
+        whether `block_size` applies).
+      defaults: its own settings and their defaults (the loss section's keys besides the shared ones).
+      init_state: `(settings, num_samples) -> state` for objectives with per-sample state, else None.
+      model: the `config.model.name` it needs (a model output only that family has), None for any.
+      outputs: model outputs it reads beyond `BASE_OUTPUTS`.
+      batch_keys: batch entries it reads (e.g. "index", the dataset sample ids).
+      text_inputs: `{output: batch key}`: batch tokens the step encodes with the text tower and adds
+        to the outputs under `output`.
+      checks: functions of the settings raising `ConfigError` for values the loss cannot take.
     """
-    if "cf_text_emb" not in outputs:
-        raise ValueError(
-            "loss 'clip_count' needs outputs['cf_text_emb'], the counterfactual captions' embeddings"
+
+    name: str
+    apply: Adapter
+    functions: tuple[Callable, ...]
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    init_state: Callable | None = None
+    model: str | None = None
+    outputs: tuple[str, ...] = ()
+    batch_keys: tuple[str, ...] = ()
+    text_inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    checks: tuple[Callable[[Settings], None], ...] = ()
+
+    @property
+    def tiled(self) -> bool:
+        """Whether its loss takes `block_size` (then the section has `loss.block_size`)."""
+        return "block_size" in inspect.signature(self.functions[0]).parameters
+
+    def config_defaults(self) -> dict:
+        """Its loss section's keys and defaults: name, exchange, the shared ones that apply, its own."""
+        fields = {"name": self.name, "exchange": SHARED_DEFAULTS["exchange"]}
+        if self.tiled:
+            fields["block_size"] = NoneDefault(int)
+        fields.update(self.defaults)
+        if self.init_state is not None:
+            fields["shard_state"] = SHARED_DEFAULTS["shard_state"]
+        return fields
+
+    def settings(self, config) -> Settings:
+        """`config` (a loss section) over this objective's defaults; keys it does not read are kept."""
+        own = {k: None if isinstance(v, NoneDefault) else v for k, v in self.defaults.items()}
+        return Settings(**(SHARED_DEFAULTS | own | dict(config.items())))
+
+    def check(self, settings: Settings) -> None:
+        for check in self.checks:
+            check(settings)
+
+    def encode_inputs(self, model, batch) -> dict:
+        """The extra outputs the train step adds: `text_inputs` through the model's text tower."""
+        return {output: model.encode_text(batch[key]) for output, key in self.text_inputs.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Checks on settings: each raises a one-line ConfigError naming the field, its value and a fix.
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _require(key: str, ok: Callable, demand: str, example) -> Callable[[Settings], None]:
+    def check(settings: Settings) -> None:
+        value = getattr(settings, key)
+        if not ok(value):
+            raise ConfigError(
+                f"config.loss.{key} is {value!r} but must be {demand}; e.g. --config.loss.{key}={example}"
+            )
+
+    return check
+
+
+def _positive(key: str, example) -> Callable[[Settings], None]:
+    return _require(key, lambda v: _is_number(v) and v > 0, "a positive number", example)
+
+
+def _positive_or_none(key: str, example) -> Callable[[Settings], None]:
+    return _require(key, lambda v: v is None or (_is_number(v) and v > 0), "positive or None", example)
+
+
+def _unit_interval(key: str, example) -> Callable[[Settings], None]:
+    return _require(key, lambda v: _is_number(v) and 0 <= v < 1, "in [0, 1)", example)
+
+
+def _temperatures_ordered(settings: Settings) -> None:
+    low, init, high = settings.tau_min, settings.tau_init, settings.tau_max
+    if not 0 < low <= init <= high:
+        raise ConfigError(
+            f"the temperatures need 0 < loss.tau_min <= loss.tau_init <= loss.tau_max, got "
+            f"{low}, {init}, {high}; e.g. --config.loss.tau_min=0.005 --config.loss.tau_init=0.01 "
+            "--config.loss.tau_max=0.05"
         )
-    return losses.counting_loss(outputs["image_emb"], outputs["text_emb"], outputs["cf_text_emb"])
+
+
+# --------------------------------------------------------------------------------------------
+# Adapters: the model's outputs (+ batch, state) -> the loss call.
+
+
+def _clip(s, outputs, batch, state, axis_name):
+    # fixed_temperature None: the model's learned logit scale.
+    scale = outputs["logit_scale"] if s.fixed_temperature is None else jnp.float32(1.0 / s.fixed_temperature)
+    loss = losses.clip_loss(
+        outputs["image_emb"],
+        outputs["text_emb"],
+        scale,
+        label_smoothing=s.label_smoothing,
+        axis_name=axis_name,
+        exchange=s.exchange,
+        block_size=s.block_size,
+    )
+    return loss, {}, state
+
+
+def _siglip(s, outputs, batch, state, axis_name):
+    loss = losses.siglip_loss(
+        outputs["image_emb"],
+        outputs["text_emb"],
+        outputs["logit_scale"],
+        outputs["logit_bias"],
+        axis_name=axis_name,
+        exchange=s.exchange,
+        block_size=s.block_size,
+    )
+    return loss, {"logit_bias": outputs["logit_bias"]}, state
+
+
+def _coca(s, outputs, batch, state, axis_name):
+    loss, parts = losses.coca_loss(
+        outputs["image_emb"],
+        outputs["text_emb"],
+        outputs["logit_scale"],
+        outputs["caption_logits"],
+        outputs["caption_labels"],
+        caption_weight=s.caption_weight,
+        contrastive_weight=s.contrastive_weight,
+        axis_name=axis_name,
+        exchange=s.exchange,
+        block_size=s.block_size,
+    )
+    return loss, {"contrastive": parts["contrastive"], "caption": parts["caption"]}, state
 
 
 def _mean_seen_tau(state, axis_name):
@@ -54,72 +215,287 @@ def _mean_seen_tau(state, axis_name):
     return totals[0] / jnp.maximum(totals[1], 1.0)
 
 
+def _temperature_state(s, num_samples: int):
+    return losses.isogclr_init(num_samples, tau_init=s.tau_init, tau_min=s.tau_min, tau_max=s.tau_max)
+
+
+def _temperature_loss(s, outputs, batch, state, axis_name, **hyper):
+    loss, state = losses.isogclr_loss(
+        outputs["image_emb"],
+        outputs["text_emb"],
+        batch["index"],
+        state,
+        axis_name=axis_name,
+        exchange=s.exchange,
+        **hyper,
+    )
+    return loss, {"mean_tau": _mean_seen_tau(state, axis_name)}, state
+
+
+def _isogclr(s, outputs, batch, state, axis_name):
+    hyper = dict(gamma=s.gamma, rho=s.rho, eta=s.eta, beta=s.beta)
+    return _temperature_loss(s, outputs, batch, state, axis_name, **hyper)
+
+
+def _sogclr(s, outputs, batch, state, axis_name):  # τ fixed at tau_init: ρ, η, β play no part
+    return _temperature_loss(s, outputs, batch, state, axis_name, gamma=s.gamma, learn_temperature=False)
+
+
+def _clip_count(s, outputs, batch, state, axis_name):
+    """ "Teaching CLIP to Count": CLIP plus preferring the true caption over the wrong-count one."""
+    image, text = outputs["image_emb"], outputs["text_emb"]
+    contrastive = losses.clip_loss(
+        image, text, outputs["logit_scale"], axis_name=axis_name, exchange=s.exchange, block_size=s.block_size
+    )
+    counting = losses.counting_loss(image, text, outputs["cf_text_emb"])
+    if axis_name is not None:  # a per-sample mean: the global batch's is the mean over devices
+        counting = jax.lax.pmean(counting, axis_name)
+    loss = contrastive + s.count_weight * counting
+    return loss, {"contrastive": contrastive, "counting": counting}, state
+
+
+def _two_views(fn):
+    """Image and text embeddings as SimCLR's two views, at a fixed temperature."""
+
+    def apply(s, outputs, batch, state, axis_name):
+        loss = fn(
+            outputs["image_emb"],
+            outputs["text_emb"],
+            temperature=s.temperature,
+            axis_name=axis_name,
+            exchange=s.exchange,
+        )
+        return loss, {}, state
+
+    return apply
+
+
+_TEMPERATURE_DEFAULTS = dict(tau_init=0.01, tau_min=0.005, tau_max=0.05, gamma=0.9)
+
+REGISTRY: dict[str, Objective] = {
+    o.name: o
+    for o in (
+        Objective(
+            "clip",
+            _clip,
+            (losses.clip_loss,),
+            defaults=dict(label_smoothing=0.0, fixed_temperature=NoneDefault(float)),
+            checks=(_unit_interval("label_smoothing", 0.1), _positive_or_none("fixed_temperature", 0.07)),
+        ),
+        Objective("siglip", _siglip, (losses.siglip_loss,), model="siglip", outputs=("logit_bias",)),
+        Objective(
+            "coca",
+            _coca,
+            (losses.coca_loss,),
+            defaults=dict(caption_weight=2.0, contrastive_weight=1.0),
+            model="coca",
+            outputs=("caption_logits", "caption_labels"),
+        ),
+        Objective(
+            "isogclr",
+            _isogclr,
+            (losses.isogclr_loss,),
+            defaults=dict(_TEMPERATURE_DEFAULTS, rho=6.0, eta=0.01, beta=0.9),
+            init_state=_temperature_state,
+            batch_keys=("index",),
+            checks=(_temperatures_ordered,),
+        ),
+        Objective(
+            "sogclr",
+            _sogclr,
+            (losses.isogclr_loss,),
+            defaults=_TEMPERATURE_DEFAULTS,
+            init_state=_temperature_state,
+            batch_keys=("index",),
+            checks=(_temperatures_ordered,),
+        ),
+        Objective(
+            "clip_count",
+            _clip_count,
+            (losses.clip_loss, losses.counting_loss),
+            defaults=dict(count_weight=1.0),
+            text_inputs={"cf_text_emb": "cf_tokens"},
+        ),
+        Objective(
+            "nt_xent",
+            _two_views(losses.nt_xent_loss),
+            (losses.nt_xent_loss,),
+            defaults=dict(temperature=0.1),
+            checks=(_positive("temperature", 0.1),),
+        ),
+        Objective(
+            "dcl",
+            _two_views(losses.dcl_loss),
+            (losses.dcl_loss,),
+            defaults=dict(temperature=0.1),
+            checks=(_positive("temperature", 0.1),),
+        ),
+    )
+}
+OBJECTIVES = tuple(REGISTRY)
+
+
+# --------------------------------------------------------------------------------------------
+# What the rest of the trainer calls.
+
+
+def get_objective(name: str) -> Objective:
+    """The record of objective `name`; a `ConfigError` suggesting close names if there is none."""
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown loss config.loss.name={name!r}; {did_you_mean(name, OBJECTIVES)}")
+    return REGISTRY[name]
+
+
+def loss_config(name: str, **overrides) -> ml_collections.ConfigDict:
+    """The `loss` section of a training config for objective `name`: its keys and defaults.
+
+    `overrides` replace defaults (e.g. `block_size=4096`); a key the section does not have is an error.
+    """
+    fields = get_objective(name).config_defaults()
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"loss {name!r} has no setting {unknown[0]!r}; {did_you_mean(unknown[0], fields, what='from')}"
+        )
+    section = {}
+    for key, default in fields.items():
+        value = overrides.get(key, None if isinstance(default, NoneDefault) else default)
+        if isinstance(default, NoneDefault):  # typed, so that a command-line value parses
+            value = ml_collections.FieldReference(value, field_type=default.type)
+        section[key] = value
+    return ml_collections.ConfigDict(section)
+
+
+def needs_loss_state(name: str) -> bool:
+    return name in REGISTRY and REGISTRY[name].init_state is not None
+
+
+def init_loss_state(config, num_samples: int):
+    """The objective's per-sample loss state (e.g. iSogCLR's temperatures), else an empty dict."""
+    objective = get_objective(config["name"])
+    if objective.init_state is None:
+        return {}
+    return objective.init_state(objective.settings(config), num_samples)
+
+
+def _check_inputs(objective: Objective, outputs, batch) -> None:
+    """Raises (at trace time) when an output or batch entry the objective reads is missing."""
+    for key in (*BASE_OUTPUTS, *objective.outputs, *objective.text_inputs):
+        if key not in outputs:
+            source = objective.text_inputs.get(key)
+            how = f" (the train step encodes batch[{source!r}] with the text tower)" if source else ""
+            raise ValueError(f"loss {objective.name!r} needs outputs[{key!r}]{how}")
+    for key in objective.batch_keys:
+        if key not in batch:
+            raise ValueError(f"loss {objective.name!r} needs batch[{key!r}]")
+
+
 def compute_loss(config, outputs, batch, loss_state, *, axis_name=None):
-    """Returns `(loss, metrics, new_loss_state)` for `config.name` (see `OBJECTIVES`).
+    """Returns `(loss, metrics, new_loss_state)` for objective `config.name` (see `OBJECTIVES`).
 
     Args:
-      config: the `loss` section of a training config (name, exchange, block_size, weights...).
-      outputs: the model's output dict (`image_emb`, `text_emb`, `logit_scale`, ...; for
-        "clip_count" also `cf_text_emb`).
+      config: the `loss` section of a training config (name, exchange, the objective's settings).
+      outputs: the model's output dict (`image_emb`, `text_emb`, `logit_scale`, ...) plus the
+        objective's `text_inputs` (e.g. "clip_count": `cf_text_emb`).
       batch: this device's rows of the batch.
       loss_state: per-sample state (iSogCLR) or `{}`.
       axis_name: the mesh axes the batch is split over when running under shard_map.
     """
-    image, text = outputs["image_emb"], outputs["text_emb"]
-    common = dict(axis_name=axis_name, exchange=config.exchange)
-    block = dict(block_size=config.get("block_size", None))
-    metrics = {}
-    name = config.name
-    if name == "clip":
-        fixed = config.get("fixed_temperature", None)  # None: the model's learned logit scale
-        if fixed is not None and not fixed > 0:
-            raise ValueError(f"loss.fixed_temperature must be positive or None, got {fixed}")
-        scale = outputs["logit_scale"] if fixed is None else jnp.float32(1.0 / fixed)
-        loss = losses.clip_loss(image, text, scale, label_smoothing=config.label_smoothing, **common, **block)
-    elif name == "siglip":
-        loss = losses.siglip_loss(
-            image, text, outputs["logit_scale"], outputs["logit_bias"], **common, **block
+    objective = get_objective(config["name"])
+    settings = objective.settings(config)
+    objective.check(settings)
+    _check_inputs(objective, outputs, batch)
+    loss, metrics, loss_state = objective.apply(settings, outputs, batch, loss_state, axis_name)
+    return loss, dict(metrics, loss=loss, logit_scale=outputs["logit_scale"]), loss_state
+
+
+# --------------------------------------------------------------------------------------------
+# Exchanges, asked of the loss: traced (not run) once per objective on a one-device mesh.
+
+_PROBE_BATCH, _PROBE_DIM, _PROBE_LENGTH, _PROBE_VOCAB = 4, 8, 3, 5
+_PROBE_SHAPES = {  # output or batch key -> (shape, dtype) of a tiny stand-in
+    "logit_scale": ((), jnp.float32),
+    "logit_bias": ((), jnp.float32),
+    "caption_logits": ((_PROBE_BATCH, _PROBE_LENGTH, _PROBE_VOCAB), jnp.float32),
+    "caption_labels": ((_PROBE_BATCH, _PROBE_LENGTH), jnp.int32),
+    "index": ((_PROBE_BATCH,), jnp.int32),
+}
+
+
+def _stand_in(key: str) -> jax.ShapeDtypeStruct:
+    shape, dtype = _PROBE_SHAPES.get(key, ((_PROBE_BATCH, _PROBE_DIM), jnp.float32))  # embeddings
+    return jax.ShapeDtypeStruct(shape, dtype)
+
+
+def _traces_with(objective: Objective, exchange: str) -> bool:
+    """Whether the objective's loss accepts `exchange` under shard_map (False: it raised ValueError)."""
+    settings = objective.settings({"exchange": exchange})
+    outputs = {k: _stand_in(k) for k in (*BASE_OUTPUTS, *objective.outputs, *objective.text_inputs)}
+    batch = {k: _stand_in(k) for k in objective.batch_keys}
+    state = {} if objective.init_state is None else objective.init_state(settings, _PROBE_BATCH)
+
+    def by_sample(tree):  # as the train step lays them out: scalars replicated, the rest by sample
+        return jax.tree.map(lambda x: P("batch") if x.shape else P(), tree)
+
+    def per_device(outputs, batch, state):
+        return objective.apply(settings, outputs, batch, state, "batch")[0]
+
+    mesh = parallel.data_mesh("batch", shape=(1,), devices=jax.local_devices()[:1])
+    specs = (by_sample(outputs), by_sample(batch), jax.tree.map(lambda _: P(), state))
+    probe = jax.shard_map(per_device, mesh=mesh, in_specs=specs, out_specs=P())
+    try:
+        jax.eval_shape(probe, outputs, batch, state)
+    except ValueError:
+        return False
+    return True
+
+
+@functools.cache
+def supported_exchanges(name: str) -> tuple[str, ...]:
+    """The trainer's exchanges (`TRAINER_EXCHANGES`) that objective `name`'s loss implements."""
+    objective = get_objective(name)
+    if not _traces_with(objective, TRAINER_EXCHANGES[0]):  # the default must work: else a broken record
+        raise AssertionError(f"objective {name!r} does not trace with exchange={TRAINER_EXCHANGES[0]!r}")
+    return tuple(e for e in TRAINER_EXCHANGES if e == TRAINER_EXCHANGES[0] or _traces_with(objective, e))
+
+
+# --------------------------------------------------------------------------------------------
+# The README's table of objectives.
+
+
+def _default_text(value) -> str:
+    return "None" if isinstance(value, NoneDefault) else repr(value)
+
+
+def _state_text(objective: Objective) -> str:
+    if objective.init_state is None:
+        return "—"
+    state = jax.eval_shape(lambda: objective.init_state(objective.settings({}), 1))
+    return f"`{type(state).__name__}` per sample"
+
+
+def _inputs_text(objective: Objective) -> str:
+    parts = [f"`batch[{k!r}]`" for k in objective.batch_keys]
+    parts += [f"`{key}` → text tower → `{out}`" for out, key in objective.text_inputs.items()]
+    return ", ".join(parts) or "—"
+
+
+def objective_table() -> str:
+    """The README's objective table, rendered from `REGISTRY` (Markdown)."""
+    lines = [
+        "| objective | loss function | model | exchanges | state | extra inputs | config keys (defaults) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, objective in REGISTRY.items():
+        keys = {k: v for k, v in objective.config_defaults().items() if k not in ("name", "exchange")}
+        cells = (
+            f"`{name}`",
+            " + ".join(f"`{fn.__name__}`" for fn in objective.functions),
+            f"`{objective.model}`" if objective.model else "any",
+            ", ".join(supported_exchanges(name)),
+            _state_text(objective),
+            _inputs_text(objective),
+            ", ".join(f"`{k}={_default_text(v)}`" for k, v in keys.items()) or "—",
         )
-        metrics["logit_bias"] = outputs["logit_bias"]
-    elif name == "coca":
-        loss, parts = losses.coca_loss(
-            image,
-            text,
-            outputs["logit_scale"],
-            outputs["caption_logits"],
-            outputs["caption_labels"],
-            caption_weight=config.caption_weight,
-            contrastive_weight=config.contrastive_weight,
-            **common,
-            **block,
-        )
-        metrics.update(contrastive=parts["contrastive"], caption=parts["caption"])
-    elif name in ("isogclr", "sogclr"):
-        loss, loss_state = losses.isogclr_loss(
-            image,
-            text,
-            batch["index"],
-            loss_state,
-            learn_temperature=name == "isogclr",
-            gamma=config.gamma,
-            rho=config.rho,
-            eta=config.eta,
-            beta=config.beta,
-            **common,
-        )
-        metrics["mean_tau"] = _mean_seen_tau(loss_state, axis_name)
-    elif name == "clip_count":
-        contrastive = losses.clip_loss(image, text, outputs["logit_scale"], **common, **block)
-        counting = _counting_term(outputs)
-        if axis_name is not None:
-            counting = jax.lax.pmean(counting, axis_name)
-        loss = contrastive + config.count_weight * counting
-        metrics.update(contrastive=contrastive, counting=counting)
-    elif name in ("nt_xent", "dcl"):  # image and text as SimCLR's two views, fixed temperature
-        fn = losses.nt_xent_loss if name == "nt_xent" else losses.dcl_loss
-        loss = fn(image, text, temperature=config.temperature, **common)
-    else:
-        raise ValueError(f"unknown loss {name!r}; choose one of {OBJECTIVES}")
-    metrics["loss"] = loss
-    metrics["logit_scale"] = outputs["logit_scale"]
-    return loss, metrics, loss_state
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

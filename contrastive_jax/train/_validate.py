@@ -1,27 +1,26 @@
-"""Checks a run's inputs before it touches anything: the config, and the workdir it writes to.
+"""Checks a run's config before it touches anything (the workdir's checks are in `_rundir`).
 
 Each check raises a `TrainingError` whose message names the offending field, the value it got and
 the fix, phrased as the command-line override that would repair it (`--config.batch_size=16`), so
-`experiments/train.py` can print it as one line. Nothing here writes to an existing workdir's
-files: `check_workdir` creates a missing directory and probes it with a temporary file, no more.
+`experiments/train.py` can print it as one line. Nothing here writes anything.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+from contrastive_jax import data
+from contrastive_jax._errors import ConfigError, did_you_mean
+from contrastive_jax.train._objective import (
+    TRAINER_EXCHANGES,
+    get_objective,
+    needs_loss_state,
+    supported_exchanges,
+)
 
-from contrastive_jax.train._errors import ConfigError, WorkdirError, did_you_mean
-
-# Exchanges the trainer supports: negatives come from every device of the (data, fsdp) mesh.
-# "grouped" (M2-Encoder) needs a (group, member) mesh of its own.
-TRAINER_EXCHANGES = ("all_gather", "ring")
-# Objectives whose loss gathers its candidates and has no ring implementation.
-GATHER_ONLY_OBJECTIVES = ("nt_xent", "dcl")
-# Objectives that read a model output only one model family has.
-MODEL_FOR_OBJECTIVE = {"siglip": "siglip", "coca": "coca"}
+# The workdir checks live with the rest of the run directory's rules; re-exported for old callers.
+from contrastive_jax.train._rundir import check_run_dir, check_workdir  # noqa: F401
 
 # Dotted paths of the plain numbers a run cannot start with outside their range (see `_check_numbers`).
+# The loss section's own settings are checked by their objective's record (`train/_objective.py`).
 POSITIVE_INTS = (
     "total_steps",
     "batch_size",
@@ -31,13 +30,13 @@ POSITIVE_INTS = (
     "data.image_size",
     "data.context_length",
 )
-POSITIVE_NUMBERS = ("optim.lr", "optim.eps", "loss.temperature")
+POSITIVE_NUMBERS = ("optim.lr", "optim.eps")
 NON_NEGATIVE_INTS = ("optim.warmup_steps",)
 NON_NEGATIVE_NUMBERS = ("optim.weight_decay",)
 OPTIONAL_POSITIVE_INTS = ("keep_checkpoints", "loss.block_size")  # None: keep all / no tiling
-OPTIONAL_POSITIVE = ("loss.fixed_temperature",)  # None: the learned temperature
+OPTIONAL_POSITIVE = ()  # positive or None (none at present: loss.fixed_temperature is clip's)
 OPTIONAL_NON_NEGATIVE = ("optim.grad_clip",)  # None or 0: no clipping
-UNIT_INTERVAL = ("optim.b1", "optim.b2", "loss.label_smoothing")  # [0, 1)
+UNIT_INTERVAL = ("optim.b1", "optim.b2")  # [0, 1)
 
 
 _MISSING = object()
@@ -143,34 +142,25 @@ def _check_batch(config, num_devices: int) -> None:
 
 
 def _check_loss(config) -> None:
-    from contrastive_jax.train._objective import OBJECTIVES
-
+    """The loss section against its objective's record: name, exchange, settings, model."""
     loss = config.loss
-    if loss.name not in OBJECTIVES:
+    objective = get_objective(loss.name)  # unknown: suggests close names
+    settings = objective.settings(loss)
+    if settings.exchange not in TRAINER_EXCHANGES:
         raise ConfigError(
-            f"unknown loss config.loss.name={loss.name!r}; {did_you_mean(loss.name, OBJECTIVES)}"
+            f"unknown exchange config.loss.exchange={settings.exchange!r} (the trainer gathers negatives over "
+            f"every device of its mesh); {did_you_mean(settings.exchange, TRAINER_EXCHANGES)}"
         )
-    exchange = loss.get("exchange", "all_gather")
-    if exchange not in TRAINER_EXCHANGES:
+    supported = supported_exchanges(loss.name)
+    if settings.exchange not in supported:
         raise ConfigError(
-            f"unknown exchange config.loss.exchange={exchange!r} (the trainer gathers negatives over every device of its mesh); "
-            f"{did_you_mean(exchange, TRAINER_EXCHANGES)}"
+            f"loss {loss.name!r} has no {settings.exchange} exchange; use --config.loss.exchange={supported[0]}"
         )
-    if exchange == "ring" and loss.name in GATHER_ONLY_OBJECTIVES:
-        raise ConfigError(f"loss {loss.name!r} has no ring exchange; use --config.loss.exchange=all_gather")
-    if loss.name in ("isogclr", "sogclr"):
-        low, init, high = loss.tau_min, loss.tau_init, loss.tau_max
-        if not 0 < low <= init <= high:
-            raise ConfigError(
-                f"the temperatures need 0 < loss.tau_min <= loss.tau_init <= loss.tau_max, got "
-                f"{low}, {init}, {high}; e.g. --config.loss.tau_min=0.005 --config.loss.tau_init=0.01 "
-                "--config.loss.tau_max=0.05"
-            )
-    needed = MODEL_FOR_OBJECTIVE.get(loss.name)
-    if needed is not None and config.model.name != needed:
+    objective.check(settings)
+    if objective.model is not None and config.model.name != objective.model:
         raise ConfigError(
-            f"loss {loss.name!r} needs the {needed!r} model, but config.model.name is "
-            f"{config.model.name!r}; use experiments/configs/{needed}.py"
+            f"loss {loss.name!r} needs the {objective.model!r} model, but config.model.name is "
+            f"{config.model.name!r}; use experiments/configs/{objective.model}.py"
         )
 
 
@@ -190,6 +180,13 @@ def _check_model(config) -> None:
                 f"config.model.{model_path}={model_value} but config.{data_path}={data_value}; set both "
                 f"to the same value, e.g. --config.model.{model_path}={data_value}"
             )
+    for tower in ("vision", "text"):
+        width, heads = _get(model, f"{tower}.width"), _get(model, f"{tower}.num_heads")
+        if _MISSING not in (width, heads) and (not _is_int(heads) or heads <= 0 or width % heads):
+            raise ConfigError(
+                f"config.model.{tower}.width={width} does not split over config.model.{tower}.num_heads="
+                f"{heads} attention heads; choose a head count that divides the width"
+            )
     image, patch = _get(model, "vision.image_size"), _get(model, "vision.patch_size")
     if _MISSING not in (image, patch) and (not _is_int(patch) or patch <= 0 or image % patch):
         raise ConfigError(
@@ -199,21 +196,31 @@ def _check_model(config) -> None:
 
 
 def _check_data(config) -> None:
-    spec = str(config.data.get("tokenizer", "word"))
-    if spec in ("word", "clip_bpe"):
-        return
-    tokenizer = spec.removeprefix("siglip:")
-    if not tokenizer.endswith((".model", ".json", ".txt.gz")) or (
-        spec != tokenizer and not tokenizer.endswith(".model")
-    ):
+    """The tokenizer spec (data's one parser), the source and its options, and an objective
+    that keeps per-sample state needs sample ids, which a stream (resampled shards, parquet) lacks."""
+    data.check_tokenizer(config.data.get("tokenizer", "word"))
+    data.check_data_config(config.data)
+    if data.streams(config.data) and needs_loss_state(config.loss.name):
         raise ConfigError(
-            f"config.data.tokenizer is {spec!r}; use 'word', 'clip_bpe', a SentencePiece .model file "
-            "('siglip:PATH.model' for SigLIP's), a Hugging Face tokenizers .json file or a CLIP BPE .txt.gz "
-            "vocabulary"
+            f"loss {config.loss.name!r} keeps per-sample state indexed by sample id, but "
+            f"config.data.name={config.data.name!r}{' with resampled=True' if config.data.name == 'webdataset' else ''} "
+            "streams records without ids; use indexed shards (--config.data.resampled=False) or another loss"
         )
-    if not os.path.isfile(tokenizer):
+
+
+def _check_eval(config) -> None:
+    """Zero-shot questions need prompts of a dataset that has them (`config.eval.prompts`)."""
+    questions = _get(config, "eval.questions")
+    if questions is _MISSING or not questions:
+        return
+    prompts = config.eval.get("prompts", config.data.name)
+    known = data.QUESTIONS.get(prompts)
+    unknown = [q for q in questions if known is None or q not in known]
+    if unknown:
+        have = f"{prompts!r} has the questions {known}" if known else f"{prompts!r} has no zero-shot prompts"
         raise ConfigError(
-            f"config.data.tokenizer file {tokenizer!r} does not exist; pass the path to an existing file"
+            f"config.eval.questions asks {unknown} but {have}; set --config.eval.questions='()' or "
+            f"--config.eval.prompts to one of {sorted(data.QUESTIONS)}"
         )
 
 
@@ -222,85 +229,16 @@ def validate_config(config, num_devices: int) -> None:
 
     Checks what fails late or obscurely otherwise: non-positive steps, intervals and batch sizes,
     a batch that does not split over `num_devices`, unknown loss, exchange, model or tokenizer
-    names, inconsistent image/context sizes and out-of-range optimizer numbers. The dataset name
-    and builder config are checked by `contrastive_jax.data.check_source`, which this calls.
+    names, inconsistent image/context sizes and out-of-range optimizer numbers. The data section
+    (dataset name and builder config, shards, tokenizer) is checked by `contrastive_jax.data`.
 
     Args:
       config: a training config (see experiments/configs).
       num_devices: the devices the batch is split over (`jax.device_count()` in `train`).
     """
-    from contrastive_jax import data
-
     _check_numbers(config, num_devices)
     _check_batch(config, num_devices)
     _check_loss(config)
     _check_model(config)
     _check_data(config)
-    data.check_source(config.data.name, config=config.data.get("builder_config", None))
-
-
-def _first_existing_ancestor(path: str) -> str:
-    path = os.path.abspath(path)
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    return path
-
-
-def _check_writable(directory: str) -> None:
-    try:
-        with tempfile.TemporaryFile(dir=directory, prefix=".write_probe_"):
-            pass
-    except OSError as err:
-        raise WorkdirError(
-            f"cannot write to {directory} ({err.strerror}); pass a --workdir you can write to"
-        ) from err
-
-
-def check_workdir(workdir: str) -> None:
-    """Makes sure the run can write to `workdir`: creates it if missing, else changes nothing.
-
-    Raises `WorkdirError` when it is a file, lies under a file, or cannot be created or written
-    (also its `checkpoints/` folder, if present).
-    """
-    if not workdir:
-        raise WorkdirError("the workdir is empty; pass --workdir=DIR")
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise WorkdirError(
-            f"--workdir {workdir} is a file, not a directory; pass a directory (new or an earlier run's)"
-        )
-    ancestor = _first_existing_ancestor(workdir)
-    if not os.path.isdir(ancestor):
-        raise WorkdirError(
-            f"--workdir {workdir} lies under {ancestor}, which is a file; pass a directory path"
-        )
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as err:
-        raise WorkdirError(
-            f"cannot create --workdir {workdir} ({err.strerror}); pass a path you can write to"
-        ) from err
-    _check_writable(workdir)
-    checkpoints = os.path.join(workdir, "checkpoints")
-    if os.path.isdir(checkpoints):
-        _check_writable(checkpoints)
-
-
-def check_run_dir(workdir: str) -> None:
-    """Raises `WorkdirError` / `CheckpointError` unless `workdir` holds a run to evaluate: its
-    config.json and at least one checkpoint step folder."""
-    from contrastive_jax.train._errors import CheckpointError
-
-    if not os.path.isdir(workdir):
-        what = "is a file" if os.path.exists(workdir) else "does not exist"
-        raise WorkdirError(f"--workdir {workdir} {what}; pass the directory of a training run")
-    if not os.path.isfile(os.path.join(workdir, "config.json")):
-        raise WorkdirError(
-            f"{workdir} has no config.json, so it is not a training run's workdir; pass the --workdir "
-            "given to experiments.train"
-        )
-    checkpoints = os.path.join(workdir, "checkpoints")
-    steps = [n for n in os.listdir(checkpoints) if n.isdigit()] if os.path.isdir(checkpoints) else []
-    if not steps:
-        raise CheckpointError(
-            f"{workdir} has no checkpoints yet; train first (python -m experiments.train --workdir {workdir})"
-        )
+    _check_eval(config)

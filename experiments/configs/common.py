@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from contrastive_jax import data, models, train
+
 # Per embedded dataset: image size and the default preset of the tiny CPU models.
 DATASETS = {
     "shapes_count": dict(image_size=64, context_length=16),
@@ -11,8 +13,6 @@ DATASETS = {
 
 def base_config(loss: str = "clip", dataset: str = "shapes_count", model: str = "clip", preset: str = "tiny"):
     """A complete config for `loss` on `dataset`: CPU-sized unless the caller overrides it."""
-    from contrastive_jax import models
-
     if dataset not in DATASETS:
         raise ValueError(f"unknown embedded dataset {dataset!r}; choose one of {sorted(DATASETS)}")
     c = ml_collections.ConfigDict()
@@ -29,7 +29,9 @@ def base_config(loss: str = "clip", dataset: str = "shapes_count", model: str = 
     # (-1: all remaining devices). fsdp = 1 is plain data parallelism.
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
 
-    c.data = ml_collections.ConfigDict(
+    # The input pipeline's options (shards, workers, augmentation, ...) with their defaults:
+    # contrastive_jax/data/_input.py, DATA_DEFAULTS.
+    c.data = data.with_data_defaults(
         dict(name=dataset, builder_config="default", tokenizer="word", **DATASETS[dataset])
     )
     c.model = models.model_config(
@@ -38,27 +40,8 @@ def base_config(loss: str = "clip", dataset: str = "shapes_count", model: str = 
         image_size=DATASETS[dataset]["image_size"],
         context_length=DATASETS[dataset]["context_length"],
     )
-    c.loss = ml_collections.ConfigDict(
-        dict(
-            name=loss,
-            exchange="all_gather",
-            block_size=ml_collections.FieldReference(None, field_type=int),
-            label_smoothing=0.0,
-            fixed_temperature=ml_collections.FieldReference(None, field_type=float),  # clip: τ fixed
-            caption_weight=2.0,
-            contrastive_weight=1.0,  # CoCa
-            count_weight=1.0,  # Teaching CLIP to Count
-            temperature=0.1,  # fixed-temperature objectives (nt_xent, dcl)
-            tau_init=0.01,
-            tau_min=0.005,
-            tau_max=0.05,
-            gamma=0.9,
-            rho=6.0,
-            eta=0.01,
-            beta=0.9,
-            shard_state=False,
-        )
-    )
+    # The objective's own settings and defaults come from its record (contrastive_jax/train/_objective.py).
+    c.loss = train.loss_config(loss)
     c.optim = ml_collections.ConfigDict(
         dict(
             lr=2e-3,
@@ -73,4 +56,7 @@ def base_config(loss: str = "clip", dataset: str = "shapes_count", model: str = 
     )
     c.eval = ml_collections.ConfigDict(dict(batch_size=500, questions=(), max_examples=0))
     c.eval.questions = {"shapes_count": ("color", "shape", "count"), "digits_captions": ("digit",)}[dataset]
+    # The dataset whose zero-shot prompts the questions use: still this one when its records come
+    # from shards written by experiments/make_shards.py (config.data.name=webdataset).
+    c.eval.prompts = dataset
     return c

@@ -8,7 +8,7 @@ in the paper; scale batch_size to your devices).
 
 import ml_collections
 
-from contrastive_jax import models
+from contrastive_jax import models, train
 
 
 def get_config(dataset: str = "coco_captions"):
@@ -35,15 +35,7 @@ def get_config(dataset: str = "coco_captions"):
         )
     )
     c.model = models.model_config("B/16", "clip", dtype="bfloat16")
-    c.loss = ml_collections.ConfigDict(
-        dict(
-            name="clip",
-            exchange="all_gather",
-            block_size=ml_collections.FieldReference(4096, field_type=int),
-            label_smoothing=0.0,
-            shard_state=False,
-        )
-    )
+    c.loss = train.loss_config("clip", block_size=4096)
     c.optim = ml_collections.ConfigDict(
         dict(
             lr=5e-4,

@@ -1,4 +1,8 @@
-"""Errors a user can fix: the command-line entry points print them as one line, no traceback."""
+"""Errors a user can fix, shared by every layer (a leaf module: it imports nothing of the package).
+
+`data`, `evaluate` and `train` raise them; `contrastive_jax.train` re-exports them, and the
+command-line entry points print them as one line, without a traceback.
+"""
 
 from __future__ import annotations
 
