@@ -38,15 +38,11 @@ def temperature_vs_frequency(workdir: str) -> dict:
     and per pair (`pair_frequency`, `pair_tau_image`, `pair_tau_text`: lists in the order
     colour × shape) the pair's frequency and its samples' mean τ, for the scatter plot.
     """
-    import json
-    import os
-
     from scipy import stats
 
     from contrastive_jax import data, train
 
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = json.load(f)
+    config = train.read_run_config(workdir).to_dict()
     _, state = train.load_loss_state(workdir)
     source = data.load_source(config["data"]["name"], "train", config=config["data"]["builder_config"])
     n = len(source)

@@ -6,6 +6,8 @@
     make results                                   # the same as the first line
 
     python -m experiments.results --table-only     # re-render results.md and plots/ from results.json
+    python -m experiments.results --carry-over     # after a code change: retrain one row per comparison
+                                                   # and, if every number comes back, keep the rows
 
 Every number in the table comes from a training run this script starts (fixed seeds, the same
 budget for the rows a claim compares) and its evaluation on the test split; nothing is typed.
@@ -188,9 +190,9 @@ class Interrupted(Exception):
 def _train_once(config, workdir: str, measured_only: bool):
     """`(metrics, seconds)` of the run in `workdir`: read back when this code already finished it
     there (e.g. before an interruption, or for another row with the same config), else trained."""
-    from contrastive_jax.train import train
+    from contrastive_jax.train import RunPaths, train
 
-    done = os.path.join(workdir, "eval.json")
+    done = RunPaths(workdir).eval_results()
     if os.path.exists(done) and os.path.exists(os.path.join(workdir, "wall_seconds.json")):
         with open(done) as f:
             metrics = json.load(f)
@@ -209,6 +211,85 @@ def _train_once(config, workdir: str, measured_only: bool):
     return metrics, seconds
 
 
+def _plan(seeds, smoke: bool, out_dir: str, version: str, only=None):
+    """`(row, seed, config, config hash, workdir, (its source's config, workdir))` for every
+    (row, seed) in EXPERIMENTS order (rows of `only` comparisons and those they fine-tune from)."""
+    runs: dict[tuple[str, int], tuple] = {}  # ("comparison/name", seed) -> (config, workdir)
+    for row in EXPERIMENTS:
+        wanted = not only or row.comparison in only
+        feeds = any(
+            r.init_from == f"{row.comparison}/{row.name}"
+            for r in EXPERIMENTS
+            if not only or r.comparison in only
+        )
+        if not (wanted or feeds):
+            continue
+        for seed in seeds:
+            source = runs[(row.init_from, seed)] if row.init_from else (None, None)
+            config = make_config(row, seed, smoke, init_from=source[1])
+            digest = config_hash(config)
+            # Named by configuration and code, not by row: rows with one config train once, and
+            # a changed config or code never reads an older run's numbers.
+            workdir = os.path.join(out_dir, "runs", f"{row.module}-seed{seed}-{digest}-{version}")
+            runs[(f"{row.comparison}/{row.name}", seed)] = (config, workdir)
+            yield row, seed, config, digest, workdir, source
+
+
+# One row per comparison, retrained by `--carry-over` (with the runs they fine-tune from).
+CARRY_CHECKS = ("models/CLIP", "counting/fine-tuned, + counting loss", "batch_curve/NT-Xent, batch 64",
+                "long_tail/iSogCLR (per-sample τ)")  # fmt: skip
+
+
+def carry_over(previous: list[dict], out_dir: str, seed: int = 0) -> tuple[list[dict], list[str]]:
+    """Carries stored rows over to the current code when it reproduces them exactly.
+
+    Retrains the rows of `CARRY_CHECKS` (one per comparison, and the run a fine-tuned one starts
+    from) for `seed` with the current code and config, and compares every stored number of each
+    (metrics and measurements) for equality. If all are equal, every stored row takes the current
+    code version and config hash (so later runs reuse it) and records the check in its provenance
+    (`carried`: the earlier code version, the commit that checked, the rows retrained); else the
+    rows are returned unchanged. Returns `(rows, mismatches)`.
+    """
+    from experiments import measure
+
+    version, commit = code_version(), _git("rev-parse", "--short", "HEAD")
+    stored = {(r["comparison"], r["name"], r["seed"]): r for r in previous}
+    plan = list(_plan([seed], False, out_dir, version))
+    mismatches = []
+    for row, _, config, _, workdir, (source_config, source) in plan:
+        if f"{row.comparison}/{row.name}" not in CARRY_CHECKS:
+            continue
+        if source is not None:
+            _train_once(source_config, source, False)
+        metrics, _ = _train_once(config, workdir, False)
+        for name in row.measure:
+            metrics.update(getattr(measure, name)(workdir))
+        old = stored[(row.comparison, row.name, seed)]
+        for key, value in old.items():
+            if key in metrics and isinstance(value, (int, float)) and key not in ("seconds", "eval_seconds"):
+                if metrics[key] != value and not (
+                    value != value and metrics[key] != metrics[key]
+                ):  # NaN = NaN
+                    mismatches.append(
+                        f"{row.comparison}/{row.name} seed {seed}: {key} {value!r} -> {metrics[key]!r}"
+                    )
+    if mismatches:
+        return previous, mismatches
+    digests = {}
+    for row, row_seed, _, digest, _, _ in _plan(
+        sorted({r["seed"] for r in previous}), False, out_dir, version
+    ):
+        digests[(row.comparison, row.name, row_seed)] = digest
+    carried = []
+    for r in previous:
+        r = dict(r)
+        r["carried"] = list(r.get("carried", [])) + [{"from_code": r.get("code_version"), "commit": commit,
+                                                      "checked": list(CARRY_CHECKS), "seed": seed}]  # fmt: skip
+        r["code_version"], r["config_hash"] = version, digests[(r["comparison"], r["name"], r["seed"])]
+        carried.append(r)
+    return carried, []
+
+
 def run(seeds, smoke: bool, out_dir: str, measured_only: bool = False, previous=(), only=None) -> list[dict]:
     """Trains and evaluates every (row, seed) in EXPERIMENTS order (rows of `only` comparisons,
     if given); a row of `previous` (results.json) is reused only when its code version and
@@ -221,45 +302,30 @@ def run(seeds, smoke: bool, out_dir: str, measured_only: bool = False, previous=
     version, commit = code_version(), _git("rev-parse", "--short", "HEAD")
     known = {(r["comparison"], r["name"], r["seed"], r.get("code_version"), r.get("config_hash")): r
              for r in previous}  # fmt: skip
-    runs: dict[tuple[str, int], tuple] = {}  # ("comparison/name", seed) -> (config, workdir)
     rows = []
-    for row in EXPERIMENTS:
-        if (
-            only
-            and row.comparison not in only
-            and not any(
-                r.init_from == f"{row.comparison}/{row.name}" for r in EXPERIMENTS if r.comparison in only
-            )
-        ):
+    for row, seed, config, digest, workdir, (source_config, source) in _plan(
+        seeds, smoke, out_dir, version, only
+    ):
+        key = (row.comparison, row.name, seed, version, digest)
+        if key in known:
+            rows.append(known[key])
             continue
-        for seed in seeds:
-            source_config, source = runs[(row.init_from, seed)] if row.init_from else (None, None)
-            config = make_config(row, seed, smoke, init_from=source)
-            digest = config_hash(config)
-            # Named by configuration and code, not by row: rows with one config train once, and
-            # a changed config or code never reads an older run's numbers.
-            workdir = os.path.join(out_dir, "runs", f"{row.module}-seed{seed}-{digest}-{version}")
-            runs[(f"{row.comparison}/{row.name}", seed)] = (config, workdir)
-            key = (row.comparison, row.name, seed, version, digest)
-            if key in known:
-                rows.append(known[key])
-                continue
-            # The run it fine-tunes may be a reused row whose workdir is gone (runs/ is not
-            # committed): train that again (same config and code: the same model).
-            if source is not None and _train_once(source_config, source, measured_only)[0] is None:
-                continue  # --measured-only, and the pretrained run is not there
-            metrics, seconds = _train_once(config, workdir, measured_only)
-            if metrics is None:
-                continue  # --measured-only: summarise the finished runs, train nothing
-            for name in row.measure:
-                metrics.update(getattr(measure, name)(workdir))
-            rows.append({"comparison": row.comparison, "name": row.name, "seed": seed,
-                         "steps": config.total_steps, "batch_size": config.batch_size, "seconds": seconds,
-                         "init_from": row.init_from, "commit": commit, "code_version": version,
-                         "config_hash": digest, "jax": jax.__version__, "flax": flax.__version__, **metrics})  # fmt: skip
-            print(f"[results] {row.comparison:12s} {row.name:28s} seed {seed}: "
-                  + ", ".join(f"{k}={metrics[k]:.3f}" for k in METRICS[row.comparison] if k in metrics), flush=True)  # fmt: skip
-            _save(_with_others(rows, previous, only), out_dir, smoke)  # a stopped job resumes from here
+        # The run it fine-tunes may be a reused row whose workdir is gone (runs/ is not
+        # committed): train that again (same config and code: the same model).
+        if source is not None and _train_once(source_config, source, measured_only)[0] is None:
+            continue  # --measured-only, and the pretrained run is not there
+        metrics, seconds = _train_once(config, workdir, measured_only)
+        if metrics is None:
+            continue  # --measured-only: summarise the finished runs, train nothing
+        for name in row.measure:
+            metrics.update(getattr(measure, name)(workdir))
+        rows.append({"comparison": row.comparison, "name": row.name, "seed": seed,
+                     "steps": config.total_steps, "batch_size": config.batch_size, "seconds": seconds,
+                     "init_from": row.init_from, "commit": commit, "code_version": version,
+                     "config_hash": digest, "jax": jax.__version__, "flax": flax.__version__, **metrics})  # fmt: skip
+        print(f"[results] {row.comparison:12s} {row.name:28s} seed {seed}: "
+              + ", ".join(f"{k}={metrics[k]:.3f}" for k in METRICS[row.comparison] if k in metrics), flush=True)  # fmt: skip
+        _save(_with_others(rows, previous, only), out_dir, smoke)  # a stopped job resumes from here
     return _with_others(rows, previous, only)
 
 
@@ -334,8 +400,12 @@ def _provenance(group) -> str:
         )
     # Rows with one config and seed are one run (e.g. the pretrained CLIP of two tables): count it once.
     runs = {(r.get("config_hash"), r["seed"]): float(r.get("seconds", 0.0)) for r in group}
+    carried = sorted({(c["from_code"][:12], c["commit"]) for r in group for c in r.get("carried", [])})
+    note = "".join(f" Carried from code {code} at commit {at}, where one row per comparison, retrained, gave"
+                   " the same numbers exactly." for code, at in carried)  # fmt: skip
     return (f"Provenance: commit {values('commit')}; code {values('code_version')}; jax {values('jax')}, "
-            f"flax {values('flax')}; {len(runs)} runs, {sum(runs.values()) / 60:.0f} min of recorded wall time.")  # fmt: skip
+            f"flax {values('flax')}; {len(runs)} runs, {sum(runs.values()) / 60:.0f} min of recorded wall time."
+            + note)  # fmt: skip
 
 
 def _points(value: float) -> str:
@@ -509,6 +579,10 @@ def main() -> None:
     parser.add_argument(
         "--table-only", action="store_true", help="render results.md and plots from results.json"
     )
+    parser.add_argument(
+        "--carry-over", action="store_true",
+        help="retrain one row per comparison; if the stored numbers come back exactly, carry every row to this code",
+    )  # fmt: skip
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args()
     suffix = "_smoke" if args.smoke else ""
@@ -519,6 +593,12 @@ def main() -> None:
             previous = json.load(f)
     if args.table_only:
         rows = previous
+    elif args.carry_over:
+        rows, mismatches = carry_over(previous, args.out)
+        if mismatches:
+            raise SystemExit("experiments.results: the current code does not reproduce the stored rows, so "
+                             "nothing was carried over; run `make results`:\n  " + "\n  ".join(mismatches))  # fmt: skip
+        _save(rows, args.out, False)
     else:
         seeds = args.seeds[:1] if args.smoke else args.seeds
         try:

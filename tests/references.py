@@ -1,6 +1,6 @@
 """Slow, independent NumPy references for the core losses: float64, explicit loops.
 
-These are written from the papers / SPEC.md, not from the library's code, and deliberately
+These are written from the papers and the authors' code, not from the library's code, and deliberately
 use a different formulation (per-element loops, explicit soft targets, explicit masks) so that
 a wrong vectorised formula in the library cannot also be wrong here in the same way.
 """
@@ -81,7 +81,8 @@ def grouped_clip_loss(x, y, scale, num_groups) -> float:
 
 
 class ISogCLR:
-    """The iSogCLR update rules of SPEC.md, one sample at a time, with a dict-of-arrays state."""
+    """iSogCLR's update rules (Qiu et al. 2023, Algorithm 1, as the authors' code applies them; see
+    `losses.isogclr_loss`'s docstring), one sample at a time, with a dict-of-arrays state."""
 
     def __init__(
         self,

@@ -233,3 +233,43 @@ def test_a_stopped_run_is_not_a_row(tmp_path, monkeypatch):
         results.run([0, 1], smoke=True, out_dir=str(tmp_path), only=["counting"])
     saved = json.loads((tmp_path / "results_smoke.json").read_text())
     assert [(r["name"], r["seed"]) for r in saved] == [("CLIP", 0)]
+
+
+def test_carry_over_keeps_rows_only_when_one_per_comparison_comes_back_exactly(tmp_path, monkeypatch):
+    from experiments import measure
+
+    numbers = {"zero_shot/color": 0.7, "zero_shot/shape": 0.8, "zero_shot/count": 0.5, "counting_accuracy": 0.6,
+               "image_to_text_r@1": 0.3, "text_to_image_r@1": 0.4}  # fmt: skip
+    trained = []
+
+    def fake_train(config, workdir):
+        trained.append(config.loss.name)
+        pathlib.Path(workdir).mkdir(parents=True)
+        (pathlib.Path(workdir) / "eval.json").write_text(json.dumps(numbers))
+        return dict(numbers)
+
+    import contrastive_jax.train
+
+    monkeypatch.setattr(contrastive_jax.train, "train", fake_train)
+    for name in ("rare_pair_accuracy", "temperature_vs_frequency"):
+        monkeypatch.setattr(measure, name, lambda workdir, name=name: {f"{name}/x": 0.25})
+    monkeypatch.setattr(results, "code_version", lambda: "v1")
+    stored = results.run([0], smoke=False, out_dir=str(tmp_path / "v1"))
+    monkeypatch.setattr(results, "code_version", lambda: "v2")
+    trained.clear()
+    carried, mismatches = results.carry_over(stored, str(tmp_path / "v2"))
+    assert mismatches == [] and len(carried) == len(stored)
+    # the four checked rows (and the CLIP the counting fine-tune starts from, once) retrained, no other
+    assert sorted(trained) == sorted(["clip", "clip_count", "nt_xent", "isogclr"])
+    assert {r["code_version"] for r in carried} == {"v2"} and all(
+        r["carried"][0]["from_code"] == "v1" for r in carried
+    )
+    assert (
+        all(r["config_hash"] for r in carried)
+        and results.run([0], smoke=False, out_dir=str(tmp_path / "v2"), previous=carried) == carried
+    )  # reused as they are
+    assert "Carried from code v1 at commit" in results.summarise(carried)
+    numbers["zero_shot/shape"] = 0.81  # the new code moves one number: nothing is carried
+    monkeypatch.setattr(results, "code_version", lambda: "v3")
+    unchanged, mismatches = results.carry_over(stored, str(tmp_path / "v3"))
+    assert unchanged is stored and any("zero_shot/shape 0.8 -> 0.81" in m for m in mismatches)

@@ -175,6 +175,22 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_run_finishes(straight_ru
     assert reference_dir.exists()
 
 
+def test_a_checkpoint_of_the_earlier_data_position_format_resumes_exactly(straight_run, tmp_path):
+    """Checkpoints written before the position recorded its layout held the in-process iterator's
+    state, a count of batches: such a run resumes where it stopped."""
+    reference_dir, reference = straight_run
+    assert training.train(clip_config(), str(tmp_path), evaluate=False, on_step=stop_at(5)) == {
+        "stopped_at": 5
+    }
+    (meta,) = [p for p in (tmp_path / "checkpoints" / "5" / "meta").rglob("*") if p.is_file() and p.suffix != ".lock"
+               and "data" in p.read_text()]  # fmt: skip
+    saved = json.loads(meta.read_text())
+    assert saved["data"]["states"] == [{"next_index": 5 * 16}]  # records: 5 steps of batch 16
+    meta.write_text(json.dumps({"data": {"next_index": 5}}))  # the earlier format: 5 batches
+    assert training.train(clip_config(), str(tmp_path), evaluate=False) == {"steps": 12}
+    assert_same_state(saved_state(tmp_path, clip_config())[1], reference)
+
+
 def test_another_config_is_refused_and_the_run_left_untouched(data_dir, tmp_path):
     training.train(clip_config(steps=4), str(tmp_path), evaluate=False)
     before = digest(tmp_path)

@@ -14,6 +14,7 @@ def shrink(config, steps=12):
         config.optim.warmup_steps = 2
         if config.data.name not in ("shapes_count", "digits_captions"):  # real-data configs: run on shapes
             config.data.update(name="shapes_count", tokenizer="word", image_size=64, context_length=16)
+            config.data.update(num_workers=0, augment="none", caption_key="")
         config.data.builder_config = "tiny" if config.data.name == "shapes_count" else "default"
         config.model.vision.update(
             image_size=config.data.image_size, patch_size=16, width=32, depth=1, num_heads=2

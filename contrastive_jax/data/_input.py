@@ -8,12 +8,15 @@ config's keys (absent ones take the defaults of `DATA_DEFAULTS`):
     urls           shards (webdataset, parquet) for training: brace ranges, "::" lists, URLs
     eval_urls      shards for evaluation ("" = none: the run is not evaluated on held-out data)
     resampled      webdataset: draw shards with replacement (no global index, no sample ids)
-    image_keys, caption_key, json_fields   member extensions / columns (comma-separated lists)
+    image_keys, caption_key, json_fields   shard member extensions / parquet columns (lists are
+                   comma-separated); caption_key "" is the source's own: "txt" for shards and
+                   parquet, "caption" for TFDS (whose image feature is `image_key`, "image")
     folder, captions, eval_captions        name="folder": images + a CSV/TSV/JSONL of captions
     augment, flip  training crop ("none", "rrc", "inception") and horizontal flip; evaluation
                    always takes the centre square
     num_workers    worker processes per host (0: threads in the training process)
-    read_threads   threads per process/worker reading random-access sources (None: grain's 16)
+    read_threads   threads per process/worker reading random-access sources (None: 16
+                   in-process, as grain's default; 1 per worker process)
     shuffle_buffer window shuffle of the streaming sources (resampled shards, parquet)
     max_pixels     images with more pixels are skipped unread
     index_dir      where shard indexes are cached when the shards' folder is read-only
@@ -41,7 +44,7 @@ DATA_DEFAULTS = dict(
     eval_urls="",
     resampled=False,
     image_keys="jpg,jpeg,png,webp",
-    caption_key="txt",
+    caption_key="",
     json_fields="",
     folder="",
     captions="",
@@ -152,7 +155,7 @@ def source_from_config(data_config, split: str, *, seed: int = 0, process_index:
                 f"config.data.{'eval_urls' if evaluating else 'urls'} is empty: no shards for {split!r}"
             )
         image_keys = _names(data_option(data_config, "image_keys"))
-        caption_key = data_option(data_config, "caption_key")
+        caption_key = data_option(data_config, "caption_key") or "txt"
         workers = data_option(data_config, "num_workers") if training else 0
         if name == "parquet":
             return ParquetShards(
@@ -174,7 +177,13 @@ def source_from_config(data_config, split: str, *, seed: int = 0, process_index:
     if name == "folder":
         captions = data_option(data_config, "eval_captions" if evaluating else "captions")
         return ImageTextFolder(data_option(data_config, "folder"), captions, decode=False)
-    return load_source(name, split, config=data_config.get("builder_config", None))
+    return load_source(
+        name,
+        split,
+        config=data_config.get("builder_config", None),
+        image_key=data_config.get("image_key", None) or "image",
+        caption_key=data_option(data_config, "caption_key") or "caption",
+    )
 
 
 @dataclasses.dataclass

@@ -12,8 +12,7 @@ from __future__ import annotations
 import grain
 import numpy as np
 
-from contrastive_jax._errors import ConfigError
-from contrastive_jax.data._webdataset import DEFAULT_IMAGE_KEYS, check_shards, expand_urls
+from contrastive_jax.data._webdataset import DEFAULT_IMAGE_KEYS, ShardReaders
 
 
 def _row(row: dict, image_keys, caption_key: str, json_fields) -> dict:
@@ -31,7 +30,7 @@ class _ParquetIterator(grain.DatasetIterator):
     def __init__(self, ds: ParquetShards, reader: int):
         super().__init__()
         self._ds, self._reader = ds, reader
-        self._mine = list(range(reader, len(ds.urls), ds.readers))
+        self._mine = ds.mine(reader)
         self._epoch, self._file, self._rows, self._inner = 0, 0, 0, None
 
     def _order(self) -> list[int]:
@@ -76,47 +75,31 @@ class _ParquetIterator(grain.DatasetIterator):
             self._open(state["inner"])
 
 
-class ParquetShards(grain.IterDataset):
+class ParquetShards(ShardReaders):
     """Rows of parquet files as records `{"image": bytes | None, "caption", "json", "__key__"}`.
 
-    Reader `r = process_index * W + worker` of `R = process_count * W` (W = `max(num_workers,
-    1)`) reads its own files `urls[r::R]`, each epoch in the order `default_rng([seed, r,
-    epoch])` draws, rows in file order (the pipeline's `shuffle_buffer` mixes them). State:
-    epoch, file, rows read and grain's position inside the file. `num_epochs=None`: forever.
-
-    Raises:
-      ConfigError: no file, an unreadable one, or fewer files than readers.
+    Each reader (see `ShardReaders`) reads its own files, each epoch in the order
+    `default_rng([seed, r, epoch])` draws, rows in file order (the pipeline's `shuffle_buffer`
+    mixes them). State: epoch, file, rows read and grain's position inside the file.
+    `num_epochs=None`: forever.
     """
 
     def __init__(self, urls, *, seed: int = 0, process_index: int = 0, process_count: int = 1, num_workers: int = 0,
                  num_epochs: int | None = None, image_keys=DEFAULT_IMAGE_KEYS, caption_key: str = "txt",
                  json_fields=()):  # fmt: skip
-        super().__init__()
-        spec = urls if isinstance(urls, str) else "::".join(urls)
-        self.urls = expand_urls(urls)
-        check_shards(self.urls, spec)
+        super().__init__(
+            urls, process_index=process_index, process_count=process_count, num_workers=num_workers,
+            what="parquet files",
+        )  # fmt: skip
         self.seed, self.num_epochs = seed, num_epochs
         self.image_keys, self.caption_key, self.json_fields = (
             tuple(image_keys),
             caption_key,
             tuple(json_fields),
         )
-        self.workers = max(num_workers, 1)
-        self.process_index, self.readers = process_index, process_count * self.workers
-        if len(self.urls) < self.readers:
-            raise ConfigError(
-                f"config.data.urls names {len(self.urls)} parquet files but {process_count} processes x "
-                f"{self.workers} workers = {self.readers} readers each need files of their own; use more files "
-                "or fewer workers (--config.data.num_workers)"
-            )
-        self._worker = 0
-
-    def set_slice(self, sl: slice, sequential_slice: bool = False) -> None:
-        del sequential_slice
-        self._worker = sl.start or 0
 
     def __iter__(self):
-        return _ParquetIterator(self, self.process_index * self.workers + self._worker)
+        return _ParquetIterator(self, self.reader())
 
     def __str__(self):
         return f"ParquetShards({len(self.urls)} files, {self.readers} readers)"

@@ -105,12 +105,43 @@ def url_size(url: str) -> int:
     return int(fs.size(path))
 
 
+_OPEN_SHARDS: dict[str, int] = {}  # this process's read-only descriptors of local shards
+_OPEN_LOCK = threading.Lock()
+
+
+def _descriptor(path: str) -> int:
+    fd = _OPEN_SHARDS.get(path)
+    if fd is None:
+        with _OPEN_LOCK:
+            fd = _OPEN_SHARDS.get(path)
+            if fd is None:
+                if len(_OPEN_SHARDS) >= 512:  # bounded: close the oldest
+                    os.close(_OPEN_SHARDS.pop(next(iter(_OPEN_SHARDS))))
+                fd = _OPEN_SHARDS[path] = os.open(path, os.O_RDONLY)
+    return fd
+
+
+def _forget_descriptor(url: str) -> None:
+    """Drops this process's descriptor of a local shard (its index is being (re)loaded: the
+    file may have been replaced, and an open descriptor would still read the old one)."""
+    with _OPEN_LOCK:
+        fd = _OPEN_SHARDS.pop(_local_path(url), None)
+    if fd is not None:
+        os.close(fd)
+
+
 def read_bytes(url: str, start: int = 0, length: int | None = None) -> bytes:
-    """`length` bytes of `url` from `start` (the whole file when `length` is None)."""
+    """`length` bytes of `url` from `start` (the whole file when `length` is None).
+
+    A local shard's sample reads go through one descriptor kept open per process (`os.pread`:
+    no seek, safe from several threads) instead of an open and close per sample."""
     if not _is_remote(url):
-        with open(_local_path(url), "rb") as f:
-            f.seek(start)
-            return f.read() if length is None else f.read(length)
+        path = _local_path(url)
+        if length is None:
+            with open(path, "rb") as f:
+                f.seek(start)
+                return f.read()
+        return os.pread(_descriptor(path), length, start)
     fs, path = _fs(url)
     end = None if length is None else start + length
     return fs.cat_file(path, start=start, end=end)
@@ -257,6 +288,8 @@ def load_index(url: str, index_dir: str | None = None, *, tar_size: int | None =
     cached and `build` is False.
     """
     tar_size = url_size(url) if tar_size is None else tar_size
+    if not _is_remote(url):
+        _forget_descriptor(url)
     for cached in _cache_urls(url, index_dir):
         text = _read_text(cached)
         index = ShardIndex.from_json(text) if text else None
@@ -503,11 +536,52 @@ class _OpenShard:
         return record
 
 
+class ShardReaders(grain.IterDataset):
+    """A stream split into readers: reader `r = process_index * W + worker` of `R = process_count
+    * W` (W = `max(num_workers, 1)`) reads only the files `urls[r::R]`, so hosts and workers never
+    read the same file; grain's `mp_prefetch` tells each worker copy its index through
+    `set_slice`. Subclasses give `__iter__` (`self.reader()` is this copy's reader number).
+
+    Raises:
+      ConfigError: no file, an unreadable one, or fewer files than readers (open_clip asserts
+        the same).
+    """
+
+    def __init__(
+        self, urls, *, process_index: int, process_count: int, num_workers: int, what: str = "shards"
+    ):
+        super().__init__()
+        spec = urls if isinstance(urls, str) else "::".join(urls)
+        self.urls = expand_urls(urls)
+        self.sizes = check_shards(self.urls, spec)
+        self.workers = max(num_workers, 1)
+        self.process_index, self.readers = process_index, process_count * self.workers
+        if len(self.urls) < self.readers:
+            fewer = max(len(self.urls) // process_count, 1) if len(self.urls) >= process_count else 0
+            raise ConfigError(
+                f"config.data.urls names {len(self.urls)} {what} but {process_count} processes x {self.workers} "
+                f"workers = {self.readers} readers each need {what} of their own; use more {what} or "
+                f"--config.data.num_workers={fewer}"
+            )
+        self._worker = 0
+
+    def set_slice(self, sl: slice, sequential_slice: bool = False) -> None:
+        del sequential_slice
+        self._worker = sl.start or 0
+
+    def reader(self) -> int:
+        return self.process_index * self.workers + self._worker
+
+    def mine(self, reader: int) -> list[int]:
+        """The file numbers reader `reader` reads."""
+        return list(range(reader, len(self.urls), self.readers))
+
+
 class _ResampledIterator(grain.DatasetIterator):
     def __init__(self, ds: ResampledShards, reader: int):
         super().__init__()
         self._ds, self._reader = ds, reader
-        self._mine = list(range(reader, len(ds.urls), ds.readers))
+        self._mine = ds.mine(reader)
         self._draw, self._position, self._shard = 0, 0, None
 
     def _open(self):
@@ -544,48 +618,27 @@ class _ResampledIterator(grain.DatasetIterator):
         self._draw, self._position, self._shard = int(state["draw"]), int(state["position"]), None
 
 
-class ResampledShards(grain.IterDataset):
+class ResampledShards(ShardReaders):
     """An endless stream of records drawn shard by shard with replacement (open_clip's
     `--dataset-resampled`), for sets too big to index up front.
 
-    Reader `r = process_index * W + worker` (W = `max(num_workers, 1)`) of `R = process_count *
-    W` draws from its own shards `urls[r::R]`, so hosts and workers never read the same shard;
-    its `k`-th draw is chosen by `default_rng([seed, r, k])` and read in tar order. Its state is
-    `{"draw": k, "position": j}`: a resume reopens draw `k` at sample `j`. Records carry
-    `"__rng__": (r, k, j)`, from which their augmentation is seeded. grain's `mp_prefetch` tells
-    each worker its index through `set_slice`.
-
-    Raises:
-      ConfigError: fewer shards than readers (open_clip asserts the same), or a shard that
-        cannot be read.
+    Each reader (see `ShardReaders`) draws from its own shards; its `k`-th draw is chosen by
+    `default_rng([seed, r, k])` and read in tar order. Its state is `{"draw": k, "position": j}`:
+    a resume reopens draw `k` at sample `j`. Records carry `"__rng__": (r, k, j)`, from which
+    their augmentation is seeded.
     """
 
     def __init__(self, urls, *, seed: int, process_index: int = 0, process_count: int = 1, num_workers: int = 0,
                  image_keys=DEFAULT_IMAGE_KEYS, caption_key: str = "txt", json_key: str = "json",
                  index_dir: str | None = None):  # fmt: skip
-        super().__init__()
-        spec = urls if isinstance(urls, str) else "::".join(urls)
-        self.urls = expand_urls(urls)
-        self.sizes = check_shards(self.urls, spec)
+        super().__init__(
+            urls, process_index=process_index, process_count=process_count, num_workers=num_workers
+        )
         self.seed, self.index_dir = seed, index_dir
-        self.workers = max(num_workers, 1)
-        self.process_index, self.readers = process_index, process_count * self.workers
-        if len(self.urls) < self.readers:
-            fewer = max(len(self.urls) // process_count, 1) if len(self.urls) >= process_count else 0
-            raise ConfigError(
-                f"config.data.urls names {len(self.urls)} shards but {process_count} processes x {self.workers} "
-                f"workers = {self.readers} readers each need shards of their own; use more shards or "
-                f"--config.data.num_workers={fewer}"
-            )
         self.keys = {"image": tuple(image_keys), "caption": caption_key, "json": json_key}
-        self._worker = 0
-
-    def set_slice(self, sl: slice, sequential_slice: bool = False) -> None:
-        del sequential_slice
-        self._worker = sl.start or 0
 
     def __iter__(self):
-        return _ResampledIterator(self, self.process_index * self.workers + self._worker)
+        return _ResampledIterator(self, self.reader())
 
     def __str__(self):
         return f"ResampledShards({len(self.urls)} shards, {self.readers} readers)"

@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from contrastive_jax import data, evaluate
+from contrastive_jax.train._rundir import RunPaths
 
 
 class MetricWriter:
@@ -22,7 +23,7 @@ class MetricWriter:
     """
 
     def __init__(self, workdir: str, *, total_steps: int, initial_step: int = 0, enabled: bool = True):
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = RunPaths(workdir).metrics
         self._enabled = enabled
         self._tb = self._bar = self._file = None
         self._last = (initial_step, time.time())
@@ -34,7 +35,7 @@ class MetricWriter:
             from tensorboardX import SummaryWriter
 
             # Also at step 0: a run killed before its first checkpoint committed starts afresh.
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=initial_step + 1)
+            self._tb = SummaryWriter(RunPaths(workdir).tensorboard, purge_step=initial_step + 1)
         except ImportError:  # pragma: no cover - optional
             self._tb = None
         try:
@@ -92,7 +93,7 @@ def _truncate_after(path: str, step: int) -> None:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    with open(RunPaths(workdir).metrics) as f:
         return [json.loads(line) for line in f if line.strip()]
 
 

@@ -401,10 +401,8 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
     model, graphdef, rest, optimizer, train_state, shardings = init_state(
         config, layout_input.num_samples or 1, mesh=mesh, shard_loss_state=shard_state
     )
-    checkpointer = Checkpointer(
-        os.path.join(workdir, "checkpoints"),
-        max_to_keep=config.keep_checkpoints,
-        save_interval_steps=config.checkpoint_every,
+    checkpointer = run_checkpointer(
+        workdir, max_to_keep=config.keep_checkpoints, save_interval_steps=config.checkpoint_every
     )
     first_step, train_state, meta = _resume(checkpointer, train_state, workdir, config)
     if first_step == 0 and config.get("init_from", None):
@@ -483,7 +481,7 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
     results = evaluators.evaluate_model(model, config, tokenizer=tokenizer)
     results["eval_seconds"] = time.time() - started
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "eval.json"), "w") as f:
+        with open(RunPaths(workdir).eval_results(), "w") as f:
             json.dump(results, f, indent=2)
         results["plots"] = _logging.save_plots(workdir, model, config, tokenizer)
     return results
