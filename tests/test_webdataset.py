@@ -285,30 +285,31 @@ def test_crops_stay_inside_the_image_within_their_area_and_aspect_bounds(augment
     assert len({data.crop_box(augment, np.random.default_rng(s), 640, 480) for s in range(20)}) > 15
 
 
-def test_reduced_size_decoding_keeps_the_picture_and_the_decoders_agree():
+def test_reduced_size_decoding_keeps_the_picture_and_equals_pillows_draft_decoding():
+    import io
+
+    from PIL import Image
+
     big = sc.photo(0, size=(1600, 1200))
     encoded = sc.jpeg(big, quality=92)
-    full = np.asarray(
-        __import__("PIL.Image", fromlist=["Image"])
-        .fromarray(big)
-        .resize((64, 64), 2)  # bilinear, from pixels
-    ).astype(np.float64)
-    reduced = data.load_image(encoded, size=64, augment="none").astype(np.float64)  # decoded at 1/8
-    assert np.abs(reduced - full).mean() < 3.0  # grey levels: the same picture
-    from contrastive_jax.data import _images
-
-    if _images.simplejpeg is not None:  # the fast decoder gives Pillow's pixels
-        simple = _images.simplejpeg
-        _images.simplejpeg = None
-        try:
-            pillow = data.load_image(encoded, size=64, augment="none")
-            pillow_rrc = data.load_image(encoded, size=64, augment="rrc", rng=np.random.default_rng(3))
-        finally:
-            _images.simplejpeg = simple
-        np.testing.assert_array_equal(pillow, data.load_image(encoded, size=64, augment="none"))
-        np.testing.assert_array_equal(
-            pillow_rrc, data.load_image(encoded, size=64, augment="rrc", rng=np.random.default_rng(3))
-        )
+    full = np.asarray(Image.fromarray(big).resize((64, 64), Image.BILINEAR)).astype(np.float64)
+    reduced = data.load_image(encoded, size=64, augment="none")  # 1600 x 1200 >= 8 x 64: decoded at 1/8
+    assert np.abs(reduced.astype(np.float64) - full).mean() < 3.0  # grey levels: the same picture
+    # Pillow's own reduced-size decoding (`draft`) of the same bytes, then the same resize: the
+    # decoder the pipeline uses (libjpeg-turbo through simplejpeg) gives the same pixels.
+    opened = Image.open(io.BytesIO(encoded))
+    opened.draft("RGB", (200, 150))
+    assert opened.size == (200, 150)
+    expected = np.asarray(opened.convert("RGB").resize((64, 64), Image.BILINEAR, box=(0, 0, 200, 150)))
+    np.testing.assert_array_equal(reduced, expected)
+    rng = np.random.default_rng(3)
+    left, top, w, h = data.crop_box("rrc", np.random.default_rng(3), 1600, 1200)
+    assert min(w, h) >= 8 * 64  # the crop is still >= 64 pixels at 1/8
+    opened = Image.open(io.BytesIO(encoded))
+    opened.draft("RGB", (200, 150))
+    box = (left / 8, top / 8, (left + w) / 8, (top + h) / 8)
+    expected = np.asarray(opened.convert("RGB").resize((64, 64), Image.BICUBIC, box=box))
+    np.testing.assert_array_equal(data.load_image(encoded, size=64, augment="rrc", rng=rng), expected)
     with pytest.raises(data.BadImage, match="too_large"):
         data.load_image(encoded, size=64, max_pixels=1600 * 1200 - 1)
 

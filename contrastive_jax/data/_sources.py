@@ -35,9 +35,9 @@ def load_source(
     format (e.g. "coco_captions"), its `image_key` / `caption_key` fields mapped to
     "image" / "caption" (a list of captions gives its first one).
     """
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # heavy (~0.5 s), and only TFDS sources need it
 
-    from contrastive_jax.data._builders import EMBEDDED
+    from contrastive_jax.data._builders import EMBEDDED  # defines TFDS builders: imports tfds
 
     data_dir = data_dir or default_data_dir()
     check_source(name, config=config, data_dir=data_dir)
@@ -73,9 +73,9 @@ def check_source(name: str, *, config: str | None = None, data_dir: str | None =
     Known datasets: the embedded ones, those registered with TFDS and those already prepared in
     `data_dir`. Builder configs are checked for the embedded datasets (others when loading).
     """
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # heavy (~0.5 s), and only TFDS sources need it
 
-    from contrastive_jax.data._builders import EMBEDDED
+    from contrastive_jax.data._builders import EMBEDDED  # defines TFDS builders: imports tfds
 
     if name in EMBEDDED:
         configs = [c.name for c in EMBEDDED[name].BUILDER_CONFIGS]

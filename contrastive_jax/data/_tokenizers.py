@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from contrastive_jax._errors import ConfigError
+from contrastive_jax.data import _digits, _shapes
 
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 
@@ -91,8 +92,6 @@ class WordTokenizer:
 
 def word_tokenizer_for(dataset_name: str) -> WordTokenizer:
     """The deterministic vocabulary of an embedded dataset's caption grammar (all splits, prompts)."""
-    from contrastive_jax.data import _digits, _shapes
-
     if dataset_name == "shapes_count":
         words = ["a", "an", "and", *_shapes.NUMBER_WORDS, *_shapes.COLORS]
         words += [w for s in _shapes.SHAPES for w in (s, s + "s")]

@@ -22,7 +22,8 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from contrastive_jax import data, parallel
+from contrastive_jax import data, models, parallel
+from contrastive_jax import evaluate as evaluators
 from contrastive_jax._errors import CheckpointError, ConfigError, WorkdirError
 from contrastive_jax.train import _input, _logging
 from contrastive_jax.train._checkpoint import Checkpointer, StopSignal
@@ -168,8 +169,6 @@ def _single_device_mesh():
 
 
 def _creator(config):
-    from contrastive_jax import models
-
     def create():
         model = models.create_model(config.model, rngs=nnx.Rngs(config.seed))
         _, params, rest = nnx.split(model, nnx.Param, ...)
@@ -186,8 +185,6 @@ def abstract_state(config, num_samples: int = 1, *, mesh=None, shard_loss_state:
       `jax.ShapeDtypeStruct`s that carry their shardings (`state_shardings`), ready for
       `make_train_step(...).lower(...)` (compiled memory analysis) or a restore target.
     """
-    from contrastive_jax import models
-
     mesh = _single_device_mesh() if mesh is None else mesh
     optimizer = make_optimizer(
         config.optim, config.total_steps, max_logit_scale=config.model.get("max_logit_scale", None)
@@ -270,8 +267,6 @@ def apply_init_from(config):
     (`MODEL_DATA_KEYS`; a tokenizer file named relative to that directory is resolved there),
     so that its parameters fit; the dataset, loss and optimizer stay this config's.
     """
-    from contrastive_jax import data
-
     source = config.get("init_from", None)
     if not source:
         return config
@@ -375,9 +370,6 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
       ConfigError: the config is invalid for this machine (e.g. batch size vs. devices).
       CheckpointError: the workdir's checkpoints belong to another config, or none restores.
     """
-    from contrastive_jax import evaluate as evaluators
-    from contrastive_jax import models
-
     quiet_logs()
     config = apply_init_from(config)
     validate_config(config, jax.device_count())
@@ -497,8 +489,6 @@ def load_run(workdir: str):
       WorkdirError: `workdir` does not exist or has no config.json.
       CheckpointError: it has no checkpoint, none that restores, or one of another model.
     """
-    from contrastive_jax import data
-
     check_run_dir(workdir)
     config = read_run_config(workdir)
     # A converted directory names its tokenizer relative to itself.
@@ -537,8 +527,6 @@ def load_loss_state(workdir: str) -> tuple[int, dict]:
 
 def evaluate_checkpoint(workdir: str, split: str = "test") -> dict:
     """Evaluates the newest intact checkpoint of the run in `workdir` (its saved config)."""
-    from contrastive_jax import evaluate
-
     config, model, step, tokenizer = load_run(workdir)
-    results = evaluate.evaluate_model(model, config, tokenizer=tokenizer, split=split)
+    results = evaluators.evaluate_model(model, config, tokenizer=tokenizer, split=split)
     return {"step": step, **results}

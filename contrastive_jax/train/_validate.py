@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from contrastive_jax import data
 from contrastive_jax._errors import ConfigError, did_you_mean
+from contrastive_jax.models import MODELS
 from contrastive_jax.train._objective import (
     TRAINER_EXCHANGES,
     get_objective,
@@ -165,8 +166,6 @@ def _check_loss(config) -> None:
 
 
 def _check_model(config) -> None:
-    from contrastive_jax.models import MODELS
-
     model = config.model
     if model.name not in MODELS:
         raise ConfigError(
