@@ -76,7 +76,9 @@ def _shards(folder: str, builder_config: str) -> dict:
             data.write_shards((dict(source[i]) for i in range(len(source))), out, samples_per_shard=1000)
         count = len([f for f in os.listdir(out) if f.endswith(".tar")])
         urls[split] = os.path.join(out, f"{{00000..{count - 1:05d}}}.tar")
-    return dict(name="webdataset", urls=urls["train"], eval_urls=urls["test"], tokenizer="clip_bpe", num_workers=2)
+    return dict(
+        name="webdataset", urls=urls["train"], eval_urls=urls["test"], tokenizer="clip_bpe", num_workers=2
+    )
 
 
 if __name__ == "__main__":

@@ -160,7 +160,10 @@ def test_make_shards_writes_what_the_pipeline_reads_and_the_demo_trains_from_sha
                 "tiny", "--out", str(out), "--samples_per_shard", "100"])  # fmt: skip
     assert made.returncode == 0, made.stderr[-3000:]
     assert "--config.data.urls='" + str(out / "{00000..00002}.tar") + "'" in made.stdout
-    written, source = data.WebDatasetSource(str(out / "{00000..00002}.tar")), data.load_source("shapes_count", "train", config="tiny")
+    written, source = (
+        data.WebDatasetSource(str(out / "{00000..00002}.tar")),
+        data.load_source("shapes_count", "train", config="tiny"),
+    )
     assert len(written) == len(source) == 256
     for i in (0, 99, 100, 255):
         record, original = written[i], source[i]
@@ -170,7 +173,9 @@ def test_make_shards_writes_what_the_pipeline_reads_and_the_demo_trains_from_sha
         assert np.abs(pixels - original["image"]).mean() < 4  # JPEG at quality 95 of the same image
     both = run([sys.executable, "-m", "experiments.make_shards", "--dataset", "shapes_count", "--folder", "x",
                 "--out", str(out)])  # fmt: skip
-    assert both.returncode == 1 and both.stderr.strip().splitlines()[-1].startswith("error: pass either --dataset")
+    assert both.returncode == 1 and both.stderr.strip().splitlines()[-1].startswith(
+        "error: pass either --dataset"
+    )
     demo = run([sys.executable, "-m", "experiments.demo", "--shards", str(tmp_path / "demo_shards"), "--builder_config",
                 "tiny", "--steps", "3", "--workdir", str(tmp_path / "demo")])  # fmt: skip
     assert demo.returncode == 0, demo.stderr[-3000:]
