@@ -111,10 +111,14 @@ def test_sigkill_at_a_random_step_resumes_to_the_same_state(shards, reference, t
     kill_after = int(np.random.default_rng().integers(2, 14))
     victim = subprocess.Popen(command(shards, tmp_path), cwd=ROOT, env=environment(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    log = tmp_path / "metrics.jsonl"
+    log, checkpoints = tmp_path / "metrics.jsonl", tmp_path / "checkpoints"
+
+    def finalized():  # orbax writes a step under a temporary name and renames it when complete
+        return checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
+
     try:
         for _ in range(6000):
-            if log.exists() and len(log.read_text().splitlines()) >= kill_after:
+            if log.exists() and len(log.read_text().splitlines()) >= kill_after and finalized():
                 break
             if victim.poll() is not None:
                 pytest.fail(f"the run ended before the kill: {victim.stderr.read()[-3000:]}")
@@ -124,9 +128,12 @@ def test_sigkill_at_a_random_step_resumes_to_the_same_state(shards, reference, t
         victim.wait(timeout=60)
     killed_at = len(log.read_text().splitlines())
     assert killed_at < STEPS, "the run finished before the kill"
+    saved = train.Checkpointer(str(checkpoints))
+    newest = max(saved.steps())
+    saved.close()
     resumed = run(command(shards, tmp_path))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Resumed from step" in resumed.stdout, f"killed after step {killed_at}"
+    assert f"Resumed from step {newest} " in resumed.stdout, f"killed after step {killed_at}"
     assert_same_arrays(saved_state(tmp_path), saved_state(reference))
     assert [r["step"] for r in metrics(tmp_path)] == list(range(1, STEPS + 1))
     assert [r["loss"] for r in metrics(tmp_path)] == [r["loss"] for r in metrics(reference)]
