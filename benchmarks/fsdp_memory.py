@@ -23,6 +23,11 @@ compiler has no latency-hiding scheduler), so CPU temporaries say nothing exact 
     python benchmarks/fsdp_memory.py --compile-up-to 8 --out results/fsdp_memory_cpu.json \
         --md results/fsdp_memory_cpu.md
     python benchmarks/fsdp_memory.py --activations     # remat / bf16: activations kept, B/16
+    python benchmarks/fsdp_memory.py --presets B/16 --fsdp 1 --batch-per-device 64 --grad-accum 1 4 16 \
+        --out results/grad_accum_memory_cpu.json --md results/grad_accum_memory_cpu.md
+
+`--grad-accum K ...` compiles the step with `config.grad_accum_steps = K` at the same global
+batch: K micro-batches contrasted as one batch (exact), one micro-batch of activations at a time.
 
 Each (preset, fsdp) row compiles in a fresh subprocess, so one row's memory never counts in
 another's.
@@ -46,7 +51,7 @@ if ROOT not in sys.path:
 _MIB = 2**20
 
 
-def compiled_memory(config, batch_per_device: int = 1):
+def compiled_memory(config, batch_per_device: int = 1, grad_accum_steps: int = 1):
     """`(memory_analysis, state_bytes, batch_bytes)` of one compiled train step of `config`.
 
     `state_bytes` is what one device stores of the parameters and optimizer state by their
@@ -62,7 +67,9 @@ def compiled_memory(config, batch_per_device: int = 1):
 
     mesh = train.make_mesh(config)
     graphdef, rest, optimizer, state, shardings = train.abstract_state(config, mesh=mesh)
-    step = train.make_train_step(graphdef, optimizer, config.loss, mesh, shardings)
+    step = train.make_train_step(
+        graphdef, optimizer, config.loss, mesh, shardings, grad_accum_steps=grad_accum_steps
+    )
     split = NamedSharding(mesh, P(("data", "fsdp")))
     size, length = config.model.vision.image_size, config.model.text.context_length
     batch_size = batch_per_device * mesh.size
@@ -88,7 +95,9 @@ def preset_config(preset: str, fsdp: int, dtype: str = "bfloat16"):
     return config
 
 
-def run_row(preset: str, fsdp: int, dtype: str, batch_per_device: int, compile_step: bool) -> dict:
+def run_row(
+    preset: str, fsdp: int, dtype: str, batch_per_device: int, compile_step: bool, grad_accum_steps: int = 1
+) -> dict:
     from flax import nnx
 
     from contrastive_jax import models, parallel, train
@@ -101,13 +110,14 @@ def run_row(preset: str, fsdp: int, dtype: str, batch_per_device: int, compile_s
         "fsdp": fsdp,
         "dtype": dtype,
         "batch_per_device": batch_per_device,
+        "grad_accum_steps": grad_accum_steps,
         "params_m": round(models.count_params(abstract) / 1e6, 2),
     }
     if not compile_step:  # the layout's bytes only (equal to the compiled arguments in every compiled row)
         *_, state, _ = train.abstract_state(config, mesh=train.make_mesh(config))
         stored = parallel.bytes_per_device({k: state[k] for k in ("params", "opt_state")})
         return dict(row, state_by_sharding_mib=round(stored / _MIB, 1), compiled=False)
-    memory, stored, batch_bytes = compiled_memory(config, batch_per_device)
+    memory, stored, batch_bytes = compiled_memory(config, batch_per_device, grad_accum_steps)
     return dict(
         row,
         compiled=True,
@@ -174,17 +184,18 @@ def activation_rows(preset: str = "B/16", batch_size: int = 32) -> list[dict]:
     return rows
 
 
-def _worker(args, preset: str, fsdp: int, devices: int) -> None:
+def _worker(args, preset: str, fsdp: int, devices: int, k: int) -> None:
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    row = run_row(preset, fsdp, args.dtype, args.batch_per_device, fsdp <= args.compile_up_to)
+    row = run_row(preset, fsdp, args.dtype, args.batch_per_device, fsdp <= args.compile_up_to, k)
     print(_RESULT + json.dumps(row), flush=True)
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| preset | parameters | fsdp | params + optimizer / device | temporaries / device | peak / device |",
-        "|---|---|---|---|---|---|",
+        "| preset | parameters | fsdp | micro-batches | params + optimizer / device | temporaries / device "
+        "| peak / device |",
+        "|---|---|---|---|---|---|---|",
     ]
     gib = lambda r, key: f"{r[key] / 1024:.2f} GiB" if key in r else "not compiled"  # noqa: E731
     for r in rows:
@@ -192,7 +203,8 @@ def markdown(rows: list[dict]) -> str:
             gib(r, "state_mib") if r["compiled"] else f"{r['state_by_sharding_mib'] / 1024:.2f} GiB (layout)"
         )
         lines.append(
-            f"| {r['preset']} | {r['params_m']}M | {r['fsdp']} | {state} | {gib(r, 'temp_mib')} | {gib(r, 'peak_mib')} |"
+            f"| {r['preset']} | {r['params_m']}M | {r['fsdp']} | {r.get('grad_accum_steps', 1)} | {state} "
+            f"| {gib(r, 'temp_mib')} | {gib(r, 'peak_mib')} |"
         )
     return "\n".join(lines)
 
@@ -215,7 +227,14 @@ def main() -> None:
     parser.add_argument("--out", help="write the rows as JSON here")
     parser.add_argument("--md", help="write a markdown table here")
     parser.add_argument("--activations", action="store_true", help="remat / dtype table (B/16, 32 pairs)")
-    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--grad-accum",
+        nargs="+",
+        type=int,
+        default=[1],
+        help="micro-batches per step (config.grad_accum_steps), each row at the same global batch",
+    )
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.activations:
         rows = activation_rows()
@@ -231,27 +250,26 @@ def main() -> None:
         return
     devices = max(args.fsdp)
     if args.worker:
-        preset, fsdp = args.worker
-        _worker(args, preset, int(fsdp), devices)
+        preset, fsdp, k = args.worker
+        _worker(args, preset, int(fsdp), devices, int(k))
         return
     rows = []
-    for preset in args.presets:
-        for fsdp in args.fsdp:
-            command = [sys.executable, os.path.abspath(__file__), "--worker", preset, str(fsdp)]
-            command += ["--fsdp", *map(str, args.fsdp), "--dtype", args.dtype]
-            command += [
-                "--batch-per-device",
-                str(args.batch_per_device),
-                "--compile-up-to",
-                str(args.compile_up_to),
-            ]
-            done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-            lines = [line for line in done.stdout.splitlines() if line.startswith(_RESULT)]
-            if done.returncode or not lines:
-                raise SystemExit(f"{preset} fsdp={fsdp} failed:\n{done.stderr[-3000:]}")
-            row = json.loads(lines[-1][len(_RESULT) :])
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    for preset, fsdp, k in [(p, f, k) for p in args.presets for f in args.fsdp for k in args.grad_accum]:
+        command = [sys.executable, os.path.abspath(__file__), "--worker", preset, str(fsdp), str(k)]
+        command += ["--fsdp", *map(str, args.fsdp), "--dtype", args.dtype]
+        command += [
+            "--batch-per-device",
+            str(args.batch_per_device),
+            "--compile-up-to",
+            str(args.compile_up_to),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        lines = [line for line in done.stdout.splitlines() if line.startswith(_RESULT)]
+        if done.returncode or not lines:
+            raise SystemExit(f"{preset} fsdp={fsdp} k={k} failed:\n{done.stderr[-3000:]}")
+        row = json.loads(lines[-1][len(_RESULT) :])
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     table = markdown(rows)
     print(table)
     meta = {

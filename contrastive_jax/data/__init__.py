@@ -50,7 +50,10 @@ from contrastive_jax.data._prompts import (
     OPENAI_IMAGENET_TEMPLATES,
     QUESTIONS,
     TEMPLATES,
+    ClassPrompts,
     class_names,
+    shipped_datasets,
+    shipped_prompts,
     template_prompts,
     zero_shot_prompts,
 )
@@ -68,6 +71,7 @@ from contrastive_jax.data._tfds_eval import (
     detect_keys,
     open_eval_source,
     with_class_names,
+    with_shipped_prompts,
 )
 from contrastive_jax.data._tokenizers import (
     CLIP_BPE,
@@ -157,6 +161,10 @@ __all__ = [
     "tokenizer_path",
     "pixel_stats",
     "with_class_names",
+    "ClassPrompts",
+    "shipped_datasets",
+    "shipped_prompts",
+    "with_shipped_prompts",
     "word_tokenizer_for",
     "zero_shot_prompts",
 ]

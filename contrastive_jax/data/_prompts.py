@@ -1,7 +1,15 @@
-"""Class names and caption-grammar prompts for zero-shot evaluation on the embedded datasets."""
+"""Zero-shot prompts: caption-grammar prompts for the embedded datasets, and the class names and
+templates published for CLIP's benchmark datasets (shipped in `assets/zero_shot_classes.json`)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
+import os
+from collections.abc import Sequence
+
+from contrastive_jax._errors import ConfigError, did_you_mean
 from contrastive_jax.data import _digits, _shapes
 
 QUESTIONS = {"shapes_count": ("color", "shape", "count"), "digits_captions": ("digit",)}
@@ -77,8 +85,109 @@ OPENAI_IMAGENET_TEMPLATES = (
 TEMPLATES = {"openai": OPENAI_IMAGENET_TEMPLATES, "simple": ("a photo of a {}.",)}
 
 
-def template_prompts(names, templates: str = "openai") -> dict[str, list[str]]:
-    """For each class name, its prompts: every template of `TEMPLATES[templates]` filled with it."""
-    if templates not in TEMPLATES:
-        raise ValueError(f"unknown templates {templates!r}; choose one of {sorted(TEMPLATES)}")
-    return {name: [t.format(name) for t in TEMPLATES[templates]] for name in names}
+def template_prompts(names, templates: str | Sequence[str] = "openai") -> dict[str, list[str]]:
+    """For each class name, its prompts: every template filled with it.
+
+    Args:
+      names: class names.
+      templates: a key of `TEMPLATES` ("openai", "simple"), or the templates themselves (each
+        with one "{}"), e.g. `shipped_prompts(name).templates`.
+
+    Raises:
+      ValueError: an unknown key, or a template without exactly one "{}".
+    """
+    if isinstance(templates, str):
+        if templates not in TEMPLATES:
+            raise ValueError(f"unknown templates {templates!r}; choose one of {sorted(TEMPLATES)}")
+        templates = TEMPLATES[templates]
+    bad = [t for t in templates if t.count("{}") != 1]
+    if bad or not templates:
+        raise ValueError(f"each template needs exactly one '{{}}' for the class name; got {bad or 'none'}")
+    return {name: [t.format(name) for t in templates] for name in names}
+
+
+_SHIPPED_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "zero_shot_classes.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassPrompts:
+    """The zero-shot class names and prompt templates shipped for one TFDS dataset.
+
+    Attributes:
+      dataset: the TFDS name ("cifar10").
+      class_names: the names, in the order of the classes scored.
+      templates: the dataset's prompt templates, each with one "{}".
+      num_labels: how many classes the dataset's TFDS `label` feature has.
+      label_subset: the label values of the classes scored, in order (ImageNet-A / -R score 200
+        of ImageNet's 1,000 labels), or None: every label, class `i` is label `i`.
+      label_names: the names the TFDS label feature must hold (ImageNet's WordNet ids), or None.
+    """
+
+    dataset: str
+    class_names: tuple[str, ...]
+    templates: tuple[str, ...]
+    num_labels: int
+    label_subset: tuple[int, ...] | None = None
+    label_names: tuple[str, ...] | None = None
+
+
+@functools.cache
+def _shipped() -> dict:
+    with open(_SHIPPED_FILE, encoding="utf-8") as f:
+        return json.load(f)["datasets"]
+
+
+def shipped_datasets() -> tuple[str, ...]:
+    """The TFDS datasets whose class names and templates are shipped (`shipped_prompts`)."""
+    return tuple(sorted(_shipped()))
+
+
+def shipped_prompts(name: str) -> ClassPrompts:
+    """The class names (in TFDS label order) and templates OpenAI published for a TFDS dataset.
+
+    CLIP's curated names and per-dataset templates (Radford et al. 2021, openai/CLIP's
+    `data/prompts.md` and ImageNet notebook; svhn's from LAION's CLIP_benchmark), put in the order
+    of TFDS's `label` feature. ImageNet's variants share its 1,000 names and 80 templates;
+    `imagenet_a` and `imagenet_r` score only their 200 classes (`label_subset`, chosen by WordNet
+    id), as LAION's CLIP_benchmark does.
+
+    Args:
+      name: a TFDS name, optionally with a builder config ("imagenet_v2/topimages": its base name).
+
+    Returns:
+      A `ClassPrompts`.
+
+    Raises:
+      ConfigError: no names are shipped for `name` (with the close matches).
+
+    Examples:
+      >>> p = shipped_prompts("cifar10")
+      >>> p.class_names[:3], len(p.templates)
+      (('airplane', 'automobile', 'bird'), 18)
+      >>> len(shipped_prompts("imagenet_a").class_names), shipped_prompts("imagenet_a").num_labels
+      (200, 1000)
+
+    References:
+      Radford et al. 2021, "Learning Transferable Visual Models From Natural Language
+      Supervision", §3.1.4 and Appendix A; https://github.com/openai/CLIP/blob/main/data/prompts.md.
+    """
+    base = name.partition("/")[0]
+    entries = _shipped()
+    if base not in entries:
+        raise ConfigError(f"no class names are shipped for dataset {name!r}; {did_you_mean(base, entries)}")
+    entry = entries[base]
+    parent = entries[entry["classes_of"]] if "classes_of" in entry else entry
+    names, subset = parent["classes"], None
+    if "classes_of" in entry and "wnids" in entry:
+        position = {wnid: i for i, wnid in enumerate(parent["wnids"])}
+        subset = tuple(position[wnid] for wnid in entry["wnids"])
+        names = [names[i] for i in subset]
+    wnids = parent.get("wnids")
+    return ClassPrompts(
+        dataset=base,
+        class_names=tuple(names),
+        templates=tuple(parent["templates"]),
+        num_labels=len(parent["classes"]),
+        label_subset=subset,
+        label_names=tuple(wnids) if wnids else None,
+    )

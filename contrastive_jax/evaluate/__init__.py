@@ -2,9 +2,12 @@
 
 `evaluate_model(model, config, tokenizer=...)` runs all that apply to the config's dataset;
 the metric functions work on any embeddings; `evaluate_tfds` runs zero-shot
-classification / retrieval on any prepared TFDS dataset (`data.open_eval_source`).
+classification / retrieval on any prepared TFDS dataset (`data.open_eval_source`);
+`evaluators_from_config(config.evals)` (or `read_suite(FILE)`) builds `Evaluator`s, one dataset /
+split / kind each, whose `run(model, tokenizer, config)` gives flat metrics for a training loop.
 """
 
+from contrastive_jax.evaluate._evaluator import KINDS, Evaluator, evaluators_from_config, read_suite
 from contrastive_jax.evaluate._metrics import (
     class_embeddings,
     counting_accuracy,
@@ -23,6 +26,10 @@ from contrastive_jax.evaluate._tfds import (
 )
 
 __all__ = [
+    "KINDS",
+    "Evaluator",
+    "evaluators_from_config",
+    "read_suite",
     "Encoders",
     "embed_images",
     "embed_texts",

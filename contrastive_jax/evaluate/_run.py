@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,26 +18,35 @@ class Encoders:
 
     `encode_image` takes uint8 pixels, as the input pipeline gives them (normalised inside the
     jitted function with `pixel_mean` / `pixel_std`, `data.normalize_images`), or float images
-    already normalised.
+    already normalised. Encoders of models of the same structure and pixel statistics share their
+    jitted functions, so evaluating a training model every N steps traces them once.
     """
 
     def __init__(self, model, *, pixel_mean=data.PIXEL_MEAN, pixel_std=data.PIXEL_STD):
         graphdef, state = nnx.split(model)
         self._state = state
-
-        def image(s, x):
-            if x.dtype == jnp.uint8:
-                x = data.normalize_images(x, pixel_mean, pixel_std)
-            return nnx.merge(graphdef, s).encode_image(x)
-
-        self._image = jax.jit(image)
-        self._text = jax.jit(lambda s, t: nnx.merge(graphdef, s).encode_text(t))
+        self._image, self._text = _jitted_encoders(graphdef, _key(pixel_mean), _key(pixel_std))
 
     def encode_image(self, images):
         return np.asarray(self._image(self._state, images))
 
     def encode_text(self, tokens):
         return np.asarray(self._text(self._state, tokens))
+
+
+def _key(stat) -> tuple[float, ...]:
+    """A mean / std (scalar or per channel) as a hashable tuple of its float32 values."""
+    return tuple(np.asarray(stat, np.float32).reshape(-1).tolist())
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_encoders(graphdef, pixel_mean: tuple, pixel_std: tuple):
+    def image(state, x):
+        if x.dtype == jnp.uint8:
+            x = data.normalize_images(x, pixel_mean, pixel_std)
+        return nnx.merge(graphdef, state).encode_image(x)
+
+    return jax.jit(image), jax.jit(lambda state, tokens: nnx.merge(graphdef, state).encode_text(tokens))
 
 
 # Which batch field holds the label of each zero-shot question, and the value of class 0.

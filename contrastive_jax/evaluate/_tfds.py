@@ -11,6 +11,7 @@ import numpy as np
 from flax import nnx
 
 from contrastive_jax import data
+from contrastive_jax._errors import ConfigError, did_you_mean
 from contrastive_jax.evaluate import _metrics
 from contrastive_jax.evaluate._run import Encoders
 
@@ -80,36 +81,58 @@ def embed_texts(model, tokenizer, texts, context_length: int, *, batch_size: int
     return np.concatenate(chunks)
 
 
+def _templates_of(source, templates: str | None) -> tuple[str, tuple[str, ...]]:
+    """`(name, templates)`: the dataset's own templates when `templates` is None and it has them,
+    else `data.TEMPLATES[templates or "openai"]`."""
+    if templates is None and source.templates is not None:
+        return source.prompts_from, tuple(source.templates)
+    templates = templates or "openai"
+    if templates not in data.TEMPLATES:
+        raise ConfigError(f"unknown templates {templates!r}; {did_you_mean(templates, data.TEMPLATES)}")
+    return templates, tuple(data.TEMPLATES[templates])
+
+
 def zero_shot_tfds(
     model,
     tokenizer,
     config,
     source,
     *,
-    templates: str = "openai",
+    templates: str | None = None,
     batch_size: int = 256,
     max_examples: int = 0,
 ) -> dict:
     """Zero-shot top-1 (and top-5 with ≥ 5 classes) accuracy on an `EvalSource` with class names.
 
-    Each class is the re-normalised mean embedding of its prompts (`data.TEMPLATES[templates]`
-    filled with the class name): CLIP's prompt ensembling (Radford et al. 2021, §3.1.4).
-    """
+    Each class is the re-normalised mean embedding of its prompts (the templates filled with the
+    class name): CLIP's prompt ensembling (Radford et al. 2021, §3.1.4). `templates`: "openai"
+    (80), "simple" (1), or None: the dataset's own (`source.templates`, shipped for the datasets
+    of `data.shipped_datasets()`), else "openai". The result's "templates" names the set used.
 
-    prompts = data.template_prompts(source.class_names, templates)
+    Raises:
+      ConfigError: unknown `templates`, or images whose label is none of the classes (label -1:
+        outside ImageNet-A's / -R's 200).
+    """
+    templates_name, template_list = _templates_of(source, templates)
+    prompts = data.template_prompts(source.class_names, template_list)
     flat = [p for name in source.class_names for p in prompts[name]]
     prompt_emb = embed_texts(model, tokenizer, flat, config.data.context_length, batch_size=batch_size)
-    per_class = len(data.TEMPLATES[templates])
     class_emb = _metrics.class_embeddings(np.split(prompt_emb, len(source.class_names)))
     image_emb, labels, _ = embed_images(
         model, tokenizer, config, source, batch_size=batch_size, max_examples=max_examples
     )
+    outside = int(np.sum(labels < 0))
+    if outside:
+        raise ConfigError(
+            f"{outside} of {len(labels)} images have a label outside the {len(source.class_names)} "
+            f"classes named for {source.prompts_from or 'this dataset'}"
+        )
     accuracy = _metrics.zero_shot_topk(image_emb, class_emb, labels, ks=(1, 5))
     return {
         "num_images": int(len(labels)),
         "num_classes": len(source.class_names),
-        "templates": templates,
-        "num_templates": per_class,
+        "templates": templates_name,
+        "num_templates": len(template_list),
         **{f"zero_shot_{k}": v for k, v in accuracy.items()},
     }
 
@@ -133,7 +156,7 @@ def retrieval_tfds(model, tokenizer, config, source, *, batch_size: int = 256, m
     }
 
 
-def evaluate_tfds(model, tokenizer, config, source, *, templates: str = "openai", **kwargs) -> dict:
+def evaluate_tfds(model, tokenizer, config, source, *, templates: str | None = None, **kwargs) -> dict:
     """`zero_shot_tfds` where the source has class names and `retrieval_tfds` where it has captions."""
     results = {}
     if source.class_names is not None:

@@ -9,7 +9,12 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from contrastive_jax.models._contrastive import DEFAULT_SCALE, MODELS
+from contrastive_jax.models._contrastive import (
+    DEFAULT_ATTENTION,
+    DEFAULT_PATCH_DROPOUT,
+    DEFAULT_SCALE,
+    MODELS,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +104,11 @@ def model_config(
       dtype: compute dtype, "float32" or "bfloat16" (parameters stay float32): bfloat16 halves
         the activations' memory.
       remat: rematerialise every transformer block in the backward pass (see `Transformer`).
+
+    The config also holds `attention="xla"` (the attention implementation, "xla" or "cudnn":
+    `models.ATTENTION`) and `vision.patch_dropout=0.0` (FLIP's patch dropout rate in training:
+    `models.drop_patches`). A config without them (older runs' config.json) builds the same
+    model as these defaults.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -107,6 +117,7 @@ def model_config(
     v, t = PRESETS[preset].vision, PRESETS[preset].text
     c = ml_collections.ConfigDict()
     c.name, c.embed_dim, c.dtype, c.remat = name, PRESETS[preset].embed_dim, dtype, bool(remat)
+    c.attention = DEFAULT_ATTENTION
     c.init_logit_scale = DEFAULT_SCALE[name]
     c.init_logit_bias = -10.0
     c.max_logit_scale = 100.0
@@ -119,6 +130,7 @@ def model_config(
             num_heads=v.num_heads,
             mlp_ratio=4.0,
             pool="cls",
+            patch_dropout=DEFAULT_PATCH_DROPOUT,
         )
     )
     if v.mlp_dim is not None:

@@ -29,8 +29,18 @@ TEXT_DEFAULTS = dict(
 )
 
 
+# Model-level options a config may leave out, with the value that reproduces today's models:
+# the attention implementation (`ATTENTION` in _layers) and FLIP's patch dropout rate.
+DEFAULT_ATTENTION = "xla"
+DEFAULT_PATCH_DROPOUT = 0.0
+
+
 def _options(section, defaults) -> dict:
     return {key: section.get(key, default) for key, default in defaults.items()}
+
+
+def _attention(config) -> str:
+    return config.get("attention", DEFAULT_ATTENTION)
 
 
 def _vision(config, embed_dim, dtype, rngs, pool=None):
@@ -50,6 +60,8 @@ def _vision(config, embed_dim, dtype, rngs, pool=None):
         dtype=dtype,
         rngs=rngs,
         remat=bool(config.get("remat", False)),
+        attention=_attention(config),
+        patch_dropout=v.get("patch_dropout", DEFAULT_PATCH_DROPOUT),
         **options,
     )
 
@@ -69,6 +81,7 @@ def _text(config, embed_dim, dtype, rngs, cls_token=False):
         dtype=dtype,
         rngs=rngs,
         remat=bool(config.get("remat", False)),
+        attention=_attention(config),
         **_options(t, TEXT_DEFAULTS),
     )
 
@@ -82,6 +95,10 @@ class CLIP(nnx.Module):
     forward pass does not clamp it: the trainer's optimizer projects the parameter onto
     `[0, ln max_logit_scale]` after each step (`train.clamp_logit_scale`), so its gradient is
     never cut off.
+
+    `config.attention` ("xla", default; or "cudnn") picks every attention layer's
+    implementation (see `models.ATTENTION`), `config.vision.patch_dropout` (default 0.0) FLIP's
+    patch dropout rate, used in calls that pass `patch_dropout_key` (see `VisionTransformer`).
     """
 
     def __init__(self, config, *, rngs: nnx.Rngs):
@@ -91,8 +108,8 @@ class CLIP(nnx.Module):
         self.logit_scale_param = nnx.Param(jnp.asarray(config.init_logit_scale, jnp.float32))
         self.max_logit_scale = float(config.max_logit_scale)
 
-    def encode_image(self, images: Array) -> Array:
-        return _normalize.l2_normalize(self.vision(images))
+    def encode_image(self, images: Array, *, patch_dropout_key: Array | None = None) -> Array:
+        return _normalize.l2_normalize(self.vision(images, patch_dropout_key=patch_dropout_key))
 
     def encode_text(self, tokens: Array) -> Array:
         return _normalize.l2_normalize(self.text(tokens))
@@ -100,13 +117,15 @@ class CLIP(nnx.Module):
     def logit_scale(self) -> Array:
         return jnp.exp(self.logit_scale_param.value.astype(jnp.float32))
 
-    def __call__(self, images: Array, tokens: Array) -> dict[str, Array]:
+    def __call__(
+        self, images: Array, tokens: Array, *, patch_dropout_key: Array | None = None
+    ) -> dict[str, Array]:
         if images.shape[0] != tokens.shape[0]:
             raise ValueError(
                 f"images and tokens differ in batch size: {images.shape[0]} vs {tokens.shape[0]}"
             )
         return {
-            "image_emb": self.encode_image(images),
+            "image_emb": self.encode_image(images, patch_dropout_key=patch_dropout_key),
             "text_emb": self.encode_text(tokens),
             "logit_scale": self.logit_scale(),
         }
@@ -122,8 +141,11 @@ class SigLIP(CLIP):
         super().__init__(config, rngs=rngs)
         self.logit_bias = nnx.Param(jnp.asarray(config.init_logit_bias, jnp.float32))
 
-    def __call__(self, images: Array, tokens: Array) -> dict[str, Array]:
-        return super().__call__(images, tokens) | {"logit_bias": self.logit_bias.value}
+    def __call__(
+        self, images: Array, tokens: Array, *, patch_dropout_key: Array | None = None
+    ) -> dict[str, Array]:
+        outputs = super().__call__(images, tokens, patch_dropout_key=patch_dropout_key)
+        return outputs | {"logit_bias": self.logit_bias.value}
 
 
 class CoCa(CLIP):
@@ -147,7 +169,13 @@ class CoCa(CLIP):
         self.vision = _vision(config, None, dtype, rngs)
         self.text = _text(config, None, dtype, rngs, cls_token=True)
         self.pooler = AttentionalPooler(
-            v.width, v.width, 1 + c.num_caption_queries, c.pooler_heads, dtype=dtype, rngs=rngs
+            v.width,
+            v.width,
+            1 + c.num_caption_queries,
+            c.pooler_heads,
+            dtype=dtype,
+            rngs=rngs,
+            attention=_attention(config),
         )
         self.image_proj = nnx.Linear(v.width, config.embed_dim, use_bias=False, dtype=dtype, rngs=rngs)
         self.text_proj = nnx.Linear(t.width, config.embed_dim, use_bias=False, dtype=dtype, rngs=rngs)
@@ -160,33 +188,34 @@ class CoCa(CLIP):
             rngs=rngs,
             cross_width=v.width,
             remat=bool(config.get("remat", False)),
+            attention=_attention(config),
         )
         self.decoder_norm = nnx.LayerNorm(t.width, dtype=dtype, rngs=rngs)
         self.head = nnx.Linear(t.width, t.vocab_size, dtype=dtype, rngs=rngs)
         self.logit_scale_param = nnx.Param(jnp.asarray(config.init_logit_scale, jnp.float32))
         self.max_logit_scale = float(config.max_logit_scale)
 
-    def _image(self, images):
-        _, tokens = self.vision(images, return_tokens=True)
+    def _image(self, images, patch_dropout_key=None):
+        _, tokens = self.vision(images, return_tokens=True, patch_dropout_key=patch_dropout_key)
         pooled = self.pooler(tokens)
         return self.image_proj(pooled[:, 0]).astype(jnp.float32), pooled[:, 1:]
 
-    def encode_image(self, images: Array) -> Array:
-        return _normalize.l2_normalize(self._image(images)[0])
+    def encode_image(self, images: Array, *, patch_dropout_key: Array | None = None) -> Array:
+        return _normalize.l2_normalize(self._image(images, patch_dropout_key)[0])
 
     def encode_text(self, tokens: Array) -> Array:
         return _normalize.l2_normalize(self.text_proj(self.text(tokens)).astype(jnp.float32))
 
-    def __call__(self, images: Array, tokens: Array) -> dict[str, Array]:
+    def __call__(
+        self, images: Array, tokens: Array, *, patch_dropout_key: Array | None = None
+    ) -> dict[str, Array]:
         if images.shape[0] != tokens.shape[0]:
             raise ValueError(
                 f"images and tokens differ in batch size: {images.shape[0]} vs {tokens.shape[0]}"
             )
-        image_emb, image_tokens = self._image(images)
+        image_emb, image_tokens = self._image(images, patch_dropout_key)
         text_pooled, text_tokens = self.text(tokens, return_tokens=True)
-        length = tokens.shape[1]
-        causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
-        hidden = self.decoder(text_tokens, mask=causal, context=image_tokens.astype(text_tokens.dtype))
+        hidden = self.decoder(text_tokens, causal=True, context=image_tokens.astype(text_tokens.dtype))
         logits = self.head(self.decoder_norm(hidden)).astype(jnp.float32)
         return {
             "image_emb": _normalize.l2_normalize(image_emb),

@@ -28,6 +28,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -317,8 +318,16 @@ def _build(config, rules, state):
     config.init_logit_scale = _scalar(state, "logit_scale", config.init_logit_scale)
     if config.name == "siglip":
         config.init_logit_bias = _scalar(state, "logit_bias", config.init_logit_bias)
-    model = create_model(config, rngs=nnx.Rngs(0))
+    # Only the structure is built (no random initial values): `_load` sets every parameter.
+    model = nnx.eval_shape(lambda: create_model(config, rngs=nnx.Rngs(0)))
     _load(model, rules, state)
+    unset = [
+        path
+        for path, leaf in nnx.to_flat_state(nnx.state(model))
+        if isinstance(leaf.get_value(), jax.ShapeDtypeStruct)
+    ]
+    if unset:
+        raise ValueError(f"the conversion leaves model variables without values: {unset[:8]}")
     return model, config
 
 

@@ -36,6 +36,21 @@ def _merge(tree):
     return jax.tree.map(lambda leaf: leaf.reshape(-1, *leaf.shape[2:]), tree)
 
 
+def _is_float(leaf) -> bool:
+    return jnp.issubdtype(leaf.dtype, jnp.inexact)
+
+
+def _partition(tree):
+    """`(floats, others)`: two trees of `tree`'s structure, None where a leaf belongs to the other."""
+    floats = jax.tree.map(lambda leaf: leaf if _is_float(leaf) else None, tree)
+    others = jax.tree.map(lambda leaf: None if _is_float(leaf) else leaf, tree)
+    return floats, others
+
+
+def _combine(floats, others):
+    return jax.tree.map(lambda f, o: o if f is None else f, floats, others, is_leaf=lambda x: x is None)
+
+
 def accumulate_value_and_grad(
     encode: Callable, loss: Callable, *, num_micro_batches: int, has_aux: bool = False
 ) -> Callable:
@@ -43,7 +58,8 @@ def accumulate_value_and_grad(
 
     Args:
       encode: `encode(params, micro_batch) -> embeddings` (any pytree whose leaves have the
-        micro-batch as leading axis, e.g. `(image_emb, text_emb)`).
+        micro-batch as leading axis, e.g. `(image_emb, text_emb)`). Integer leaves (labels the
+        encoder passes through) reach the loss as constants, without a gradient.
       loss: `loss(params, embeddings) -> scalar` (or `(scalar, aux)` with `has_aux`), called
         once on the embeddings of all micro-batches concatenated in order; `params` is passed
         so it can use e.g. the logit scale.
@@ -63,14 +79,20 @@ def accumulate_value_and_grad(
 
     def value_and_grad(params, batch):
         micro_batches = _split(batch, k)
-        embeddings = jax.lax.map(lambda mb: encode(jax.lax.stop_gradient(params), mb), micro_batches)
-        value, (direct_grads, embedding_grads) = jax.value_and_grad(loss, (0, 1), has_aux=has_aux)(
-            params, _merge(embeddings)
+        embeddings = _merge(jax.lax.map(lambda mb: encode(jax.lax.stop_gradient(params), mb), micro_batches))
+        # Integer leaves (labels an encoder passes through) have no gradient: they enter the loss as constants.
+        floats, others = _partition(embeddings)
+
+        def loss_of_floats(p, float_leaves):
+            return loss(p, _combine(float_leaves, others))
+
+        value, (direct_grads, embedding_grads) = jax.value_and_grad(loss_of_floats, (0, 1), has_aux=has_aux)(
+            params, floats
         )
 
         def pull_back(grads, inputs):
             micro_batch, cotangent = inputs
-            _, vjp = jax.vjp(lambda p: encode(p, micro_batch), params)
+            _, vjp = jax.vjp(lambda p: _partition(encode(p, micro_batch))[0], params)
             return jax.tree.map(jnp.add, grads, vjp(cotangent)[0]), None
 
         grads, _ = jax.lax.scan(pull_back, direct_grads, (micro_batches, _split(embedding_grads, k)))

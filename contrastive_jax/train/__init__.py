@@ -35,6 +35,7 @@ from contrastive_jax.train._objective import (
     supported_exchanges,
 )
 from contrastive_jax.train._optim import clamp_logit_scale, make_optimizer
+from contrastive_jax.train._recipes import ema_update, locked_mask, with_recipe_defaults
 from contrastive_jax.train._rundir import (
     RunPaths,
     check_run_dir,
@@ -55,6 +56,9 @@ __all__ = [
     "StopSignal",
     "abstract_state",
     "clamp_logit_scale",
+    "ema_update",
+    "locked_mask",
+    "with_recipe_defaults",
     "compute_loss",
     "evaluate_checkpoint",
     "get_objective",

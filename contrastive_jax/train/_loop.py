@@ -22,10 +22,10 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from contrastive_jax import data, models, parallel
+from contrastive_jax import data, losses, models, parallel
 from contrastive_jax import evaluate as evaluators
 from contrastive_jax._errors import CheckpointError, ConfigError, WorkdirError
-from contrastive_jax.train import _input, _logging
+from contrastive_jax.train import _distill, _input, _logging, _recipes
 from contrastive_jax.train._checkpoint import Checkpointer, StopSignal
 from contrastive_jax.train._objective import compute_loss, get_objective, init_loss_state, needs_loss_state
 from contrastive_jax.train._optim import make_optimizer
@@ -62,8 +62,20 @@ def _loss_inputs(outputs: dict) -> dict:
     return {k: P() if jnp.ndim(v) == 0 else P(BATCH_AXES) for k, v in outputs.items()}
 
 
-def make_train_step(graphdef, optimizer, loss_config, mesh, shardings: dict, *, pixel_stats=None):
-    """A jitted `(params, rest, opt_state, loss_state, batch) -> (params, opt_state, loss_state, metrics)`.
+def make_train_step(
+    graphdef,
+    optimizer,
+    loss_config,
+    mesh,
+    shardings: dict,
+    *,
+    pixel_stats=None,
+    grad_accum_steps: int = 1,
+    locked=None,
+    teacher=None,
+):
+    """A jitted `(params, rest, opt_state, loss_state, batch[, key, teacher_params]) ->
+    (params, opt_state, loss_state, metrics)`.
 
     The towers run under `jax.jit` on JAX's sharding engine: parameters and optimizer state
     laid out by `shardings` (replicated, or split over "fsdp"), the batch split over
@@ -80,40 +92,104 @@ def make_train_step(graphdef, optimizer, loss_config, mesh, shardings: dict, *, 
         "opt_state" and "loss_state" are used.
       pixel_stats: `(mean, std)` for uint8 images (`data.pixel_stats(config.data)`); default
         0.5 / 0.5. Float images are taken as already normalised.
+      grad_accum_steps: k > 1 contrasts k micro-batches as one batch (`parallel.
+        accumulate_value_and_grad`): every micro-batch's outputs first, without activations,
+        the loss over the whole batch, then each micro-batch re-encoded for its gradient. Each
+        micro-batch holds an equal share of every device's rows, and the outputs are put back
+        in the batch's order before the loss, so the loss sees the same global batch as k = 1.
+      locked: a tree of bools like the parameters (`locked_mask`): those enter the forward pass
+        under `stop_gradient` (the optimizer must leave them unchanged: `lock_optimizer`).
+      teacher: a `_distill.Teacher`: the step then takes its parameters as `teacher_params` and
+        adds `teacher.weight · distill_clip_loss` to the objective's loss.
+
+    The step's `key` (a PRNG key or None) drives the model's training randomness (FLIP patch
+    dropout); None runs the model deterministically.
     """
     state_spec = jax.tree.map(lambda s: s.spec, shardings["loss_state"])
     mean, std = pixel_stats or (data.PIXEL_MEAN, data.PIXEL_STD)
     objective = get_objective(loss_config.name)
+    k = int(grad_accum_steps)
 
     def per_device(outputs, batch, loss_state):
         loss, metrics, loss_state = compute_loss(
             loss_config, outputs, batch, loss_state, axis_name=BATCH_AXES
         )
+        if teacher is not None:
+            distill = losses.distill_clip_loss(
+                outputs["image_emb"], outputs["text_emb"], outputs["logit_scale"],
+                outputs["teacher_image_emb"], outputs["teacher_text_emb"], outputs["teacher_logit_scale"],
+                axis_name=BATCH_AXES,
+            )  # fmt: skip
+            metrics = dict(metrics, objective_loss=loss, distill_loss=distill)
+            loss = loss + teacher.weight * distill
+            metrics["loss"] = loss
         return loss, (metrics, loss_state)
 
-    def loss_fn(params, rest, batch, loss_state):
-        model = nnx.merge(graphdef, params, rest)
-        images = batch["image"]
-        if images.dtype == jnp.uint8:
-            images = data.normalize_images(images, mean, std)
-        outputs = dict(model(images, batch["tokens"]))
-        outputs.update(objective.encode_inputs(model, batch))  # e.g. clip_count's counterfactual captions
-        sharded_loss = jax.shard_map(
+    def sharded_loss(outputs, batch, loss_state):
+        return jax.shard_map(
             per_device,
             mesh=mesh,
             in_specs=(_loss_inputs(outputs), P(BATCH_AXES), state_spec),
             out_specs=(P(), (P(), state_spec)),
-        )
-        return sharded_loss(outputs, batch, loss_state)
+        )(outputs, batch, loss_state)
+
+    def forward(params, rest, batch, key, teacher_params):
+        if locked is not None:
+            params = _recipes.stop_locked(params, locked)
+        model = nnx.merge(graphdef, params, rest)
+        images = batch["image"]
+        if images.dtype == jnp.uint8:
+            images = data.normalize_images(images, mean, std)
+        extra = {} if key is None else {"patch_dropout_key": key}
+        outputs = dict(model(images, batch["tokens"], **extra))
+        outputs.update(objective.encode_inputs(model, batch))  # e.g. clip_count's counterfactual captions
+        if teacher is not None:
+            outputs.update(teacher.outputs(teacher_params, batch, pixel_stats=(mean, std)))
+        return outputs
+
+    def value_and_grad(params, rest, loss_state, batch, key, teacher_params):
+        if k == 1:
+            loss_fn = lambda p: sharded_loss(forward(p, rest, batch, key, teacher_params), batch, loss_state)
+            return jax.value_and_grad(loss_fn, has_aux=True)(params)
+        # The micro-batches run one after another, each with its own key for its randomness.
+        # Scalar outputs (the logit scale) travel as a copy per row; the loss reads the first.
+        n = mesh.size
+        scalars = {
+            name
+            for name, value in jax.eval_shape(
+                lambda p, b: forward(p, rest, b, key, teacher_params), params, batch
+            ).items()
+            if value.ndim == 0
+        }
+
+        def encode(p, micro_batch):
+            micro_batch = jax.lax.with_sharding_constraint(micro_batch, NamedSharding(mesh, P(BATCH_AXES)))
+            micro_key = None if key is None else jax.random.fold_in(key, micro_batch["micro_batch"][0])
+            outputs = forward(p, rest, micro_batch, micro_key, teacher_params)
+            rows = micro_batch["tokens"].shape[0]
+            return {
+                name: jnp.broadcast_to(v, (rows,)) if name in scalars else v for name, v in outputs.items()
+            }
+
+        def loss_of_outputs(p, per_row):
+            del p  # the parameters reach the loss through the outputs only
+            outputs = _recipes.deinterleave(per_row, n, k)
+            outputs = {name: v[0] if name in scalars else v for name, v in outputs.items()}
+            return sharded_loss(outputs, batch, loss_state)
+
+        micro_ids = jnp.repeat(jnp.arange(k, dtype=jnp.int32), batch["tokens"].shape[0] // k)
+        batches = dict(_recipes.interleave(batch, n, k), micro_batch=micro_ids)
+        fn = parallel.accumulate_value_and_grad(encode, loss_of_outputs, num_micro_batches=k, has_aux=True)
+        return fn(params, batches)
 
     @functools.partial(
         jax.jit,
         out_shardings=(shardings["params"], shardings["opt_state"], shardings["loss_state"], None),
         donate_argnums=(0, 2),
     )
-    def step(params, rest, opt_state, loss_state, batch):
-        (_, (metrics, loss_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, rest, batch, loss_state
+    def step(params, rest, opt_state, loss_state, batch, key=None, teacher_params=None):
+        (_, (metrics, loss_state)), grads = value_and_grad(
+            params, rest, loss_state, batch, key, teacher_params
         )
         grads = jax.lax.with_sharding_constraint(grads, shardings["params"])
         updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -155,13 +231,16 @@ def state_shardings(state: dict, mesh, *, shard_loss_state: bool = False) -> dic
     """
     replicated = NamedSharding(mesh, P())
     loss_spec = P(BATCH_AXES) if shard_loss_state else P()
-    return {
+    shardings = {
         "params": parallel.fsdp_shardings(state["params"], mesh, axis=FSDP),
         "opt_state": parallel.fsdp_shardings(state["opt_state"], mesh, axis=FSDP),
         "loss_state": jax.tree.map(lambda _: NamedSharding(mesh, loss_spec), state["loss_state"]),
         "step": replicated,
         "rng": replicated,
     }
+    if "ema_params" in state:  # laid out like the parameters
+        shardings["ema_params"] = parallel.fsdp_shardings(state["ema_params"], mesh, axis=FSDP)
+    return shardings
 
 
 def _single_device_mesh():
@@ -186,10 +265,12 @@ def abstract_state(config, num_samples: int = 1, *, mesh=None, shard_loss_state:
       `make_train_step(...).lower(...)` (compiled memory analysis) or a restore target.
     """
     mesh = _single_device_mesh() if mesh is None else mesh
+    params, rest = jax.eval_shape(_creator(config))
     optimizer = make_optimizer(
         config.optim, config.total_steps, max_logit_scale=config.model.get("max_logit_scale", None)
     )
-    params, rest = jax.eval_shape(_creator(config))
+    if uses_locking(config):
+        optimizer = _recipes.lock_optimizer(optimizer, _recipes.locked_mask(params, config.model))
     size = loss_state_size(num_samples, shard_loss_state, mesh.size)
     state = {
         "params": params,
@@ -198,6 +279,8 @@ def abstract_state(config, num_samples: int = 1, *, mesh=None, shard_loss_state:
         "step": jax.ShapeDtypeStruct((), jnp.int32),
         "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))),
     }
+    if ema_decay(config):
+        state["ema_params"] = params
     shardings = state_shardings(state, mesh, shard_loss_state=shard_loss_state)
     with_sharding = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)  # noqa: E731
     state = jax.tree.map(with_sharding, state, shardings)
@@ -234,7 +317,35 @@ def init_state(config, num_samples: int, *, mesh=None, shard_loss_state: bool = 
         "step": jax.device_put(jnp.zeros((), jnp.int32), replicated),
         "rng": jax.device_put(jax.random.key_data(jax.random.key(config.seed)), replicated),
     }
+    if "ema_params" in shardings:
+        state["ema_params"] = _copy(params, shardings["ema_params"])
     return nnx.merge(graphdef, params, rest), graphdef, rest, optimizer, state, shardings
+
+
+def _copy(tree, shardings):
+    """A copy of `tree` in its own buffers (so that donating one never frees the other)."""
+    return jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=shardings)(tree)
+
+
+def evaluated_params(config) -> str:
+    """The state entry evaluation reads for a run of `config`: its EMA when it keeps one."""
+    return "ema_params" if ema_decay(config) else "params"
+
+
+def uses_locking(config) -> bool:
+    return bool(config.model.get("lock_image", False) or config.model.get("lock_text", False))
+
+
+def ema_decay(config) -> float:
+    """`config.ema_decay` (0: no EMA)."""
+    return float(config.get("ema_decay", 0.0) or 0.0)
+
+
+def make_ema_step(decay: float, shardings):
+    """A jitted `(ema_params, params) -> ema_params` (`_recipes.ema_update`), the EMA donated."""
+    return jax.jit(
+        lambda ema, params: _recipes.ema_update(ema, params, decay), out_shardings=shardings, donate_argnums=0
+    )
 
 
 def make_mesh(config):
@@ -277,23 +388,69 @@ def apply_init_from(config):
             "directory written by experiments/convert.py"
         )
     saved = read_run_config(source)
+    # Training choices in the model section (locking, patch dropout) stay this config's.
+    recipe = {key: config.model[key] for key in _recipes.MODEL_RECIPE_DEFAULTS if key in config.model}
+    patch_dropout = config.model.get("vision", {}).get("patch_dropout", None)
     with config.unlocked():
         config.model = saved.model
+        config.model.update(recipe)
+        if patch_dropout is not None:
+            config.model.vision.patch_dropout = patch_dropout
         for key in MODEL_DATA_KEYS:
             if key in saved.data:
                 value = saved.data[key]
                 config.data[key] = data.resolve_tokenizer(value, source) if key == "tokenizer" else value
+        # A requested resolution or context length: the parameters are resized when they load.
+        if config.get("init_from_image_size", 0):
+            config.model.vision.image_size = config.data.image_size = config.init_from_image_size
+        if config.get("init_from_context_length", 0):
+            config.model.text.context_length = config.data.context_length = config.init_from_context_length
     return config
 
 
 def _init_params(config, train_state: dict) -> dict:
-    """`train_state` with the parameters of `config.init_from`'s newest intact checkpoint."""
+    """`train_state` with the parameters of `config.init_from`'s newest intact checkpoint (the
+    parameters its evaluation used: its EMA when it kept one)."""
     source = config.init_from
-    step, params = run_checkpointer(source).restore_params(
-        train_state["params"], describe_change=lambda: f"(config.init_from={source!r})"
+    saved = read_run_config(source)
+    target = train_state["params"]
+    resized = _resized_sizes(saved.model, config.model)
+    if resized:  # read at the source's sizes, then fitted to this model's
+        mesh = jax.tree.leaves(target)[0].sharding.mesh
+        target = abstract_state(saved, mesh=mesh)[3]["params"]
+    step, params = run_checkpointer(source).restore_item(
+        evaluated_params(saved), target, describe_change=lambda: f"(config.init_from={source!r})"
     )
+    if resized:
+        fitted = models.resize_params(params, _architecture(saved.model), _architecture(config.model))
+        params = jax.device_put(fitted, jax.tree.map(lambda x: x.sharding, train_state["params"]))
+        log.info("Resized the position embeddings of %s: %s", source, "; ".join(resized))
     log.info("Initialised the parameters from %s (step %d)", source, step)
-    return dict(train_state, params=params)
+    train_state = dict(train_state, params=params)
+    if "ema_params" in train_state:  # the average starts at the initial parameters
+        train_state["ema_params"] = _copy(
+            params, jax.tree.map(lambda x: x.sharding, train_state["ema_params"])
+        )
+    return train_state
+
+
+def _architecture(model_config) -> dict:
+    """The model section without its training choices (locking): what `models.resize_params` compares."""
+    section = model_config.to_dict()
+    return {k: v for k, v in section.items() if k not in _recipes.MODEL_RECIPE_DEFAULTS}
+
+
+def _resized_sizes(source_model, model) -> list[str]:
+    """What `init_from_image_size` / `init_from_context_length` changed: "image 32 -> 48", ..."""
+    changes = []
+    for name, path in (
+        ("image size", ("vision", "image_size")),
+        ("context length", ("text", "context_length")),
+    ):
+        before, after = source_model[path[0]][path[1]], model[path[0]][path[1]]
+        if before != after:
+            changes.append(f"{name} {before} -> {after}")
+    return changes
 
 
 def _config_change(workdir: str, config) -> str:
@@ -412,6 +569,10 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
     if jax.process_index() == 0:
         log.info("%s", models.summary(model, config.model))
 
+    teacher, teacher_params = _teacher(config, tokenizer, mesh)
+    locked = _recipes.locked_mask(train_state["params"], config.model) if uses_locking(config) else None
+    if locked is not None and jax.process_index() == 0:
+        log.info("%s", _recipes.describe_locking(train_state["params"], locked))
     step_fn = make_train_step(
         graphdef,
         optimizer,
@@ -419,7 +580,14 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
         mesh,
         shardings,
         pixel_stats=(pipeline.pixel_mean, pipeline.pixel_std),
+        grad_accum_steps=config.get("grad_accum_steps", 1),
+        locked=locked,
+        teacher=teacher,
     )
+    ema = ema_decay(config)
+    ema_step = make_ema_step(ema, shardings["ema_params"]) if ema else None
+    ema_params = train_state.get("ema_params")
+    dropout_key = _dropout_key(config)
     writer = _logging.MetricWriter(
         workdir, total_steps=config.total_steps, initial_step=first_step, enabled=jax.process_index() == 0
     )
@@ -432,7 +600,12 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
         while step < config.total_steps:
             batch, host = next(batches)
             skipped.add(host)
-            params, opt_state, loss_state, metrics = step_fn(params, rest, opt_state, loss_state, batch)
+            key = None if dropout_key is None else jax.random.fold_in(dropout_key, step)
+            params, opt_state, loss_state, metrics = step_fn(
+                params, rest, opt_state, loss_state, batch, key, teacher_params
+            )
+            if ema_step is not None:
+                ema_params = ema_step(ema_params, params)
             step += 1
             if step % config.log_every == 0 or step == config.total_steps:
                 writer.write(step, {**jax.device_get(metrics), **skipped.metrics()})
@@ -447,6 +620,8 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
                     loss_state=loss_state,
                     step=jnp.asarray(step, jnp.int32),
                 )
+                if ema_params is not None:
+                    train_state["ema_params"] = ema_params
                 position = _input.data_meta(batches, pipeline.layout)
                 checkpointer.save(
                     step, train_state, {"data": position, "skipped": skipped.totals.tolist()}, force=True
@@ -465,7 +640,7 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
 
     if not evaluate:
         return {"steps": step}
-    model = nnx.merge(graphdef, params, rest)
+    model = nnx.merge(graphdef, params if ema_params is None else ema_params, rest)  # the EMA when kept
     started = time.time()
     if not data.has_eval_split(config.data):
         log.info("No held-out data to evaluate on (set config.data.eval_urls); skipping the evaluation")
@@ -477,6 +652,27 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
             json.dump(results, f, indent=2)
         results["plots"] = _logging.save_plots(workdir, model, config, tokenizer)
     return results
+
+
+def _teacher(config, tokenizer, mesh):
+    """`(Teacher, params)` for `config.distill.teacher`, or `(None, None)` without one."""
+    section = config.get("distill", None)
+    directory = section.get("teacher", "") if section is not None else ""
+    if not directory:
+        return None, None
+    return _distill.make_teacher(config, load_run(directory), tokenizer, mesh, fsdp_axis=FSDP)
+
+
+def _dropout_key(config):
+    """The key FLIP patch dropout draws from (folded with the step), or None when it is off: no
+    `model.vision.patch_dropout`, or a vision tower locked whole (it then runs as in inference)."""
+    rate = float(config.model.vision.get("patch_dropout", 0.0) or 0.0)
+    whole_tower_locked = config.model.get("lock_image", False) and not config.model.get(
+        "lock_image_unlocked_groups", 0
+    )
+    if rate == 0.0 or whole_tower_locked:
+        return None
+    return jax.random.fold_in(jax.random.key(config.seed), 0x70D)
 
 
 def load_run(workdir: str):
@@ -496,8 +692,8 @@ def load_run(workdir: str):
     # Only the parameters are read (the loss and optimizer state are not needed to evaluate),
     # onto this process's first device, whatever mesh wrote them.
     _, graphdef, rest, _, state, _ = init_state(config, num_samples=1)
-    step, params = run_checkpointer(workdir).restore_params(
-        state["params"], describe_change=lambda: _config_change(workdir, config)
+    step, params = run_checkpointer(workdir).restore_item(
+        evaluated_params(config), state["params"], describe_change=lambda: _config_change(workdir, config)
     )
     model = nnx.merge(graphdef, params, rest)
     return config, model, step, make_tokenizer(config.data)

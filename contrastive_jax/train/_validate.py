@@ -10,6 +10,7 @@ from __future__ import annotations
 from contrastive_jax import data
 from contrastive_jax._errors import ConfigError, did_you_mean
 from contrastive_jax.models import MODELS
+from contrastive_jax.train import _recipes
 from contrastive_jax.train._objective import (
     TRAINER_EXCHANGES,
     get_objective,
@@ -241,3 +242,4 @@ def validate_config(config, num_devices: int) -> None:
     _check_model(config)
     _check_data(config)
     _check_eval(config)
+    _recipes.check_recipes(config, num_devices)

@@ -59,4 +59,7 @@ def base_config(loss: str = "clip", dataset: str = "shapes_count", model: str = 
     # The dataset whose zero-shot prompts the questions use: still this one when its records come
     # from shards written by experiments/make_shards.py (config.data.name=webdataset).
     c.eval.prompts = dataset
-    return c
+    # Recipes (grad_accum_steps, ema_decay, distill, model.lock_image/lock_text,
+    # model.vision.patch_dropout, init_from_image_size/context_length) at their defaults:
+    # contrastive_jax/train/_recipes.py, RECIPE_DEFAULTS.
+    return train.with_recipe_defaults(c)

@@ -56,4 +56,4 @@ def get_config(dataset: str = "webdataset"):
         )
     )
     c.eval = ml_collections.ConfigDict(dict(batch_size=1024, questions=(), max_examples=5000))
-    return c
+    return train.with_recipe_defaults(c)
