@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One command for a GPU machine (no install, no network): the Pallas kernel's tests compiled
-# through Triton, then the loss_speed table written to benchmarks/results/loss_speed_gpu.{json,md}.
+# through Triton and the cuDNN attention test, then the ViT-B/16 train-step table (XLA vs cuDNN
+# attention) in benchmarks/results/train_step_gpu.{json,md} and the loss_speed table in
+# benchmarks/results/loss_speed_gpu.{json,md}.
 #
 #   bash benchmarks/gpu_check.sh            # from anywhere; PYTHON=... to pick the interpreter
 #   bash benchmarks/gpu_check.sh --no-bench # tests only
@@ -32,6 +34,9 @@ if "$PYTHON" -c "import pytest" 2>/dev/null; then
     tests/test_tiled_fused.py 2>&1 | tee "$RESULTS/gpu_check_tests.txt"
   JAX_PLATFORMS=cuda "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_tiled.py \
     2>&1 | tee -a "$RESULTS/gpu_check_tests.txt"
+  # cuDNN's fused attention (config.model.attention="cudnn") against XLA's, values and gradients.
+  JAX_PLATFORMS=cuda "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_model_recipes.py \
+    -k test_cudnn_attention_on_gpu 2>&1 | tee -a "$RESULTS/gpu_check_tests.txt"
 else
   echo "pytest is not importable: skipping the tests" | tee "$RESULTS/gpu_check_tests.txt"
 fi
@@ -54,7 +59,12 @@ PY
 
 [[ "${1:-}" == "--no-bench" ]] && exit 0
 
-# 3. The table: dense, blockwise, Pallas (and open_clip / Inf-CL where importable).
+# 3. The ViT-B/16 CLIP train step (bfloat16, 128 pairs per device), XLA vs cuDNN attention.
+JAX_PLATFORMS=cuda "$PYTHON" benchmarks/train_step_speed.py --preset B/16 --attention xla cudnn \
+  --batch-per-device 128 --out "$RESULTS/train_step_gpu.json" --md "$RESULTS/train_step_gpu.md"
+echo "wrote $RESULTS/train_step_gpu.json and $RESULTS/train_step_gpu.md"
+
+# 4. The table: dense, blockwise, Pallas (and open_clip / Inf-CL where importable).
 OPEN_CLIP_ARGS=()
 if [[ -f benchmarks/vendor/loss.py ]]; then OPEN_CLIP_ARGS=(--open-clip-loss-py benchmarks/vendor/loss.py); fi
 JAX_PLATFORMS=cuda "$PYTHON" benchmarks/loss_speed.py \

@@ -40,10 +40,29 @@ def graphdef_of(cfg):
     return nnx.split(nnx.eval_shape(lambda: models.create_model(cfg, rngs=nnx.Rngs(0))))[0]
 
 
+# XLA's backend optimisations off for the larger test programs: they compile in about 60% of the
+# time, and the programs compared are compiled alike.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
 def build(cfg, seed=0):
-    """`(graphdef, state)`, initialised in one compiled program (eager NNX set-up is slow)."""
-    create = lambda: models.create_model(cfg, rngs=nnx.Rngs(seed))  # noqa: E731
-    return graphdef_of(cfg), jax.jit(lambda: nnx.split(create())[1])()
+    """`(graphdef, state)` with random parameters drawn by numpy, so that building a model
+    compiles nothing: LayerNorm scales near 1, other vectors and scalars small, matrices of
+    standard deviation fan-in^-1/2."""
+    rng = np.random.default_rng(seed)
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: models.create_model(cfg, rngs=nnx.Rngs(0))))
+
+    def draw(path, leaf):
+        noise = rng.standard_normal(leaf.shape)
+        if leaf.ndim == 0:
+            value = np.log(10.0) + 0.1 * noise
+        elif leaf.ndim == 1:
+            value = (1.0 if jax.tree_util.keystr(path).endswith("['scale'].value") else 0.0) + 0.1 * noise
+        else:
+            value = noise * np.prod(leaf.shape[:-1]) ** -0.5
+        return jnp.asarray(value, leaf.dtype)
+
+    return graphdef, jax.tree_util.tree_map_with_path(draw, abstract)
 
 
 def inputs(batch=3, image_size=16, length=7):
@@ -124,7 +143,7 @@ def _text_tower_value_and_grad(graphdef, state, tokens):
     return out, grads["text"]
 
 
-def _today_and_cudnn(batch):
+def _today_and_cudnn(batch, compiler_options=None):
     """`{part: (today's, cudnn's)}` outputs and gradients, same parameters, bfloat16, one compiled
     program: CoCa (vision tower, pooler, text tower with its CLS and padding mask, decoder with
     causal self-attention and cross-attention) and CLIP's causal text tower on padded texts."""
@@ -141,17 +160,24 @@ def _today_and_cudnn(batch):
             ),
         }
 
-    return jax.jit(both)(coca[1], clip[1])
+    return jax.jit(both).lower(coca[1], clip[1]).compile(compiler_options)(coca[1], clip[1])
 
 
 def test_cudnn_attention_gives_todays_values_and_gradients(routed_attention):
     """The "cudnn" models' attention calls, run by XLA, give today's outputs and gradients."""
-    for want, got in _today_and_cudnn(batch=3).values():
+    for want, got in _today_and_cudnn(3, FAST_COMPILE).values():
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(
                 np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=0, atol=1e-6
             )
     assert {call[0] for call in routed_attention} == {None, "cudnn"}
+
+
+def test_transformer_takes_a_mask_or_causal_not_both():
+    stack = nnx.eval_shape(lambda: models.Transformer(32, 1, 2, 4.0, dtype=jnp.float32, rngs=nnx.Rngs(0)))
+    x = jnp.zeros((2, 5, 32))
+    with pytest.raises(ValueError, match="not both"):
+        jax.eval_shape(lambda s, x: s(x, mask=jnp.ones((1, 1, 5, 5), bool), causal=True), stack, x)
 
 
 def test_cudnn_attention_checks_its_dtype_and_backend():
@@ -172,7 +198,7 @@ def test_cudnn_attention_checks_its_dtype_and_backend():
 def test_cudnn_attention_on_gpu():
     """The real kernel against XLA's attention, bfloat16: relative error of every output and
     gradient leaf (benchmarks/gpu_check.sh runs this)."""
-    for name, (want, got) in _today_and_cudnn(batch=8).items():
+    for name, (want, got) in _today_and_cudnn(8).items():
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
             assert np.linalg.norm(a - b) <= 2e-2 * np.linalg.norm(b) + 1e-6, name
@@ -198,7 +224,7 @@ def dropout_model():
 def test_patch_dropout_off_is_todays_model(dropout_model):
     """Rate 0.5 without a key, and rate 0 with a key, equal a config without the option."""
     older = micro_config(image_size=32)
-    del older.vision.patch_dropout  # a config written before the option existed
+    del older.attention, older.vision.patch_dropout  # a config written before the options existed
     graphdef, state = build(older)
     zero_rate = graphdef_of(dropout_config(rate=0.0))
     images, tokens = inputs(image_size=32)
@@ -231,6 +257,11 @@ def test_drop_patches_keeps_the_class_token_and_open_clips_count():
         assert all(len(k) == want and k <= set(range(1, 17)) for k in kept)
         if 1 < want < 15:
             assert len(set(kept)) > 1  # each image draws its own subset
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="patch_dropout"):
+            models.drop_patches(tokens, KEY, bad)
+    with pytest.raises(ValueError, match="tokens must be"):
+        models.drop_patches(tokens[:, :1], KEY, 0.5)  # the class token alone
 
 
 def test_drop_patches_is_uniform_without_replacement():
@@ -268,23 +299,21 @@ def test_patch_dropout_is_a_function_of_its_key_with_finite_gradients(dropout_mo
     """Same key, same image embedding; another key, another; gradients finite, and for one image
     they reach exactly the kept patches' position embeddings (and the class token's)."""
     images, _ = inputs(batch=1, image_size=32)
-    graphdef, state = dropout_model
-    vision_state = nnx.state(nnx.merge(graphdef, state).vision, nnx.Param)
+    vision_params = nnx.All(nnx.Param, nnx.PathContains("vision"))
+    graphdef, params, others = nnx.split(nnx.merge(*dropout_model), vision_params, ...)
 
     def embed(params, key):
-        model = nnx.merge(graphdef, state)
-        nnx.update(model.vision, params)
-        emb = model.encode_image(images, patch_dropout_key=key)
+        emb = nnx.merge(graphdef, params, others).encode_image(images, patch_dropout_key=key)
         return jnp.sum(jnp.sin(3.0 * emb)), emb
 
     step = jax.jit(jax.value_and_grad(embed, has_aux=True))
     ((_, first), grads), ((_, again), _), ((_, other), _) = (
-        step(vision_state, k) for k in (KEY, KEY, jax.random.key(8))
+        step(params, k) for k in (KEY, KEY, jax.random.key(8))
     )
     np.testing.assert_array_equal(first, again)
     assert np.abs(np.asarray(first) - np.asarray(other)).max() > 1e-3
     assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
-    pos = np.abs(np.asarray(grads["pos_embed"].value)).sum(1)
+    pos = np.abs(np.asarray(grads["vision"]["pos_embed"].value)).sum(1)
     assert np.count_nonzero(pos[1:]) == models.num_kept_patches(16, DROP) and pos[0] > 0
 
 
@@ -486,6 +515,36 @@ def test_resize_params_refuses_any_other_change():
     models.resize_params(params, older, computing)  # how a model computes may change freely
     with pytest.raises(ValueError, match="vision.pos_embed"):
         models.resize_params({"text": params["text"]}, base, base)
+
+
+def test_resize_params_without_a_class_token_and_for_coca_only_reads_its_section():
+    """A "map" pool has no class token row; CoCa's section may differ for CLIP, not for CoCa."""
+    siglip, larger = micro_config("siglip"), micro_config("siglip", image_size=24)
+    for cfg in (siglip, larger):
+        cfg.vision.pool = "map"
+    params = {"vision": {"pos_embed": jnp.zeros((4, 32))}, "text": {"pos_embed": jnp.zeros((7, 32))}}
+    assert models.resize_params(params, siglip, larger)["vision"]["pos_embed"].shape == (9, 32)
+    for name in ("clip", "coca"):
+        base, other = micro_config(name), micro_config(name)
+        other.coca.num_caption_queries = 5
+        if name == "clip":
+            models.check_resizable(base, other)
+        else:
+            with pytest.raises(ValueError, match=r"coca\.num_caption_queries"):
+                models.check_resizable(base, other)
+
+
+def test_resize_functions_refuse_bad_shapes_and_sizes():
+    with pytest.raises(ValueError, match="not a square grid"):
+        models.resize_vision_pos_embed(jnp.zeros((1 + 5, 8)), 3)
+    with pytest.raises(ValueError, match="grid_size"):
+        models.resize_vision_pos_embed(jnp.zeros((1 + 4, 8)), 0)
+    with pytest.raises(ValueError, match="pos_embed must be"):
+        models.resize_vision_pos_embed(jnp.zeros((5,)), 3)
+    with pytest.raises(ValueError, match="context_length"):
+        models.resize_text_pos_embed(jnp.zeros((4, 8)), 0)
+    with pytest.raises(ValueError, match="pos_embed must be"):
+        models.resize_text_pos_embed(jnp.zeros((4,)), 2)
 
 
 def test_docstring_examples_run():

@@ -180,7 +180,7 @@ class Transformer(nnx.Module):
     per block boundary instead of every intermediate (about a third more forward compute).
 
     The call's `causal=True` masks attention to later positions: as the mask `causal_mask(T)`
-    for "xla" attention, as the kernel's `is_causal` for "cudnn" (then no mask may be given).
+    for "xla" attention, as the kernel's `is_causal` for "cudnn"; it takes no `mask` beside it.
     """
 
     def __init__(

@@ -203,7 +203,7 @@ def check_recipes(config, num_devices: int) -> None:
         raise ConfigError(
             f"config.grad_accum_steps is {k!r} but must be a positive integer; e.g. --config.grad_accum_steps=1"
         )
-    if config.batch_size % (num_devices * k):
+    if k > 1 and config.batch_size % (num_devices * k):  # k = 1: the batch check of _validate
         raise ConfigError(
             f"config.batch_size={config.batch_size} does not split into {k} micro-batches of equal shares of the "
             f"{num_devices} devices (batch_size must be a multiple of devices x grad_accum_steps = {num_devices * k})"
