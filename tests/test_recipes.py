@@ -48,7 +48,6 @@ def _one_step(config, k):
     [
         ("clip", "ring", 1),
         ("siglip", "all_gather", 1),
-        ("isogclr", "all_gather", 1),
         ("clip", "all_gather", 2),
     ],
 )
