@@ -43,7 +43,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["contrastive_jax", "contrastive_jax.*", "experiments", "experiments.*"]),
-    package_data={"contrastive_jax": ["data/assets/*"]},
+    package_data={"contrastive_jax": ["data/assets/*"], "experiments": ["suites/*.json"]},
     install_requires=CORE,
     extras_require={
         "data": DATA,

@@ -487,3 +487,51 @@ def test_the_suite_cli_and_the_evaluator_give_the_same_numbers(fakes, run_dir, t
 
 
 _open = data.open_eval_source
+
+
+def test_in_loop_evaluators_log_what_the_suite_cli_gives_for_the_checkpoint(
+    fakes, data_dir, tmp_path, monkeypatch
+):
+    import jax
+
+    from tests.train_common import clip_config, metric_records
+
+    evaluated, run = [], evaluate.Evaluator.run  # the parameters of each in-loop evaluation
+
+    def recording_run(self, model, *args):
+        evaluated.append(nnx.state(model))
+        return run(self, model, *args)
+
+    monkeypatch.setattr(evaluate.Evaluator, "run", recording_run)
+
+    evals = [{"dataset": "patch_camelyon", "max_examples": 6, "batch_size": 8, "every": 2}]
+    config = clip_config(steps=3)
+    with config.unlocked():
+        config.log_every, config.ema_decay = 10, 0.5  # eval lines only where evaluators ran; EMA evaluated
+        config.evals = tuple({**e, "data_dir": fakes} for e in evals)
+    workdir = str(tmp_path / "run")
+    train.train(config, workdir, evaluate=False)
+    logged = {r["step"]: r for r in metric_records(workdir)}
+    name = "eval/patch_camelyon/test/zero_shot_top1"
+    assert sorted(logged) == [2, 3] and all(name in r and "loss" in r for r in logged.values())
+    done = _cli(workdir, f"--suite={_suite(tmp_path / 'loop.json', evals)}", data_dir=fakes)
+    assert done.returncode == 0, done.stderr
+    with open(os.path.join(workdir, "zeroshot_suite_loop.json")) as f:
+        saved = json.load(f)
+    assert saved["step"] == 3 and logged[3][name] == saved["results"][0]["zero_shot_top1"]
+    _, model, _, _ = train.load_run(workdir)  # the checkpoint's EMA parameters
+    assert len(evaluated) == 2
+    for got, want in zip(jax.tree.leaves(evaluated[1]), jax.tree.leaves(nnx.state(model)), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    # A dataset that is not prepared stops the run before its first step, with nothing written.
+    with config.unlocked():
+        config.evals = ({"dataset": "cifar10", "data_dir": fakes},)
+    with pytest.raises(train.ConfigError, match="dataset 'cifar10' is not prepared"):
+        train.train(config, str(tmp_path / "unprepared"), evaluate=False)
+    assert not os.path.exists(os.path.join(tmp_path, "unprepared", "checkpoints"))
+    with config.unlocked():
+        config.evals = ({"dataset": "cifar10", "evry": 5},)
+    with pytest.raises(
+        train.ConfigError, match=r"config.evals\[0\]: unknown key 'evry'; did you mean 'every'"
+    ):
+        train.validate_config(config, 8)

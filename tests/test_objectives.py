@@ -111,8 +111,40 @@ DIRECT = {
         dict(temperature=0.2),
         lambda o, b, s: (losses.dcl_loss(o["image_emb"], o["text_emb"], temperature=0.2), {}),
     ),
+    "hcl": (
+        dict(temperature=0.3, tau_plus=0.05, beta=0.5),
+        lambda o, b, s: (
+            losses.hcl_loss(o["image_emb"], o["text_emb"], temperature=0.3, tau_plus=0.05, beta=0.5),
+            {},
+        ),
+    ),
+    "hard_topk_infonce": (  # the trainer's default takes both directions: their mean
+        dict(temperature=0.2, num_hard=3),
+        lambda o, b, s: (
+            (
+                losses.hard_topk_infonce_loss(o["image_emb"], o["text_emb"], temperature=0.2, num_hard=3)
+                + losses.hard_topk_infonce_loss(o["text_emb"], o["image_emb"], temperature=0.2, num_hard=3)
+            )
+            / 2,
+            {},
+        ),
+    ),
+    "comp_sum_clip": (
+        dict(tau=0.5),
+        lambda o, b, s: (
+            losses.comp_sum_clip_loss(o["image_emb"], o["text_emb"], o["logit_scale"], tau=0.5),
+            {},
+        ),
+    ),
 }
-GATHER_ONLY = {"nt_xent", "dcl"}  # their losses gather candidates and have no ring
+GATHER_ONLY = {
+    "nt_xent",
+    "dcl",
+    "hcl",
+    "hard_topk_infonce",
+}  # their losses gather candidates and have no ring
+# What the shipped configs set in their loss section beyond the registry's defaults.
+CONFIG_SETTINGS = {"hard_topk_infonce": dict(temperature=0.07, num_hard=8), "comp_sum_clip": dict(tau=1.5)}
 
 
 def config_for(name):
@@ -192,6 +224,9 @@ def test_unknown_objective_suggests_close_names(data_dir):
 
 
 def test_a_records_checks_run_in_validation(data_dir):
+    unset = with_loss(config_for("hard_topk_infonce"), num_hard=None)
+    with pytest.raises(training.ConfigError, match=r"loss\.num_hard is None but must be a positive integer"):
+        training.validate_config(unset, 8)
     with pytest.raises(training.ConfigError, match=r"loss\.temperature is 0\.0 but must be a positive"):
         training.validate_config(with_loss(config_for("nt_xent"), temperature=0.0), 8)
     with pytest.raises(training.ConfigError, match="fixed_temperature"):
@@ -200,7 +235,8 @@ def test_a_records_checks_run_in_validation(data_dir):
 
 def test_configs_take_their_loss_section_from_the_registry():
     for name in training.OBJECTIVES:
-        assert config_for(name).loss.to_dict() == training.loss_config(name).to_dict(), name
+        want = training.loss_config(name, **CONFIG_SETTINGS.get(name, {}))
+        assert config_for(name).loss.to_dict() == want.to_dict(), name
     assert "temperature" not in training.loss_config("clip")  # each section holds its own keys only
     assert training.loss_config("isogclr").shard_state is False and "shard_state" not in training.loss_config(
         "clip"

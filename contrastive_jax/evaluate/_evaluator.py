@@ -28,7 +28,8 @@ class Evaluator:
       split: its split, TFDS slicing allowed ("test", "validation[:1000]").
       kind: "zero_shot" (top-1 / top-5 accuracy, `zero_shot_tfds`) or "retrieval" (recall@1/5/10,
         `retrieval_tfds`).
-      every: how often the trainer runs it, in training steps (0: never periodically; see `due`).
+      every: how often the trainer runs it, in training steps (`due`); the trainer also runs every
+        evaluator after its last step, so 0 means only then.
       max_examples: evaluate the first N images only (0: all).
       data_dir: the TFDS data directory (default: `data.default_data_dir()`).
       templates: "openai", "simple", or None: the dataset's own templates where shipped, else

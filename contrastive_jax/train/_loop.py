@@ -516,7 +516,9 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
       config: a training config (see experiments/configs). With `config.init_from` set, the model
         and its parameters come from that directory (`apply_init_from`) when the run starts.
       workdir: checkpoints, metrics.jsonl, TensorBoard events, eval.json and plots go here.
-      evaluate: evaluate and plot at the end.
+      evaluate: evaluate and plot at the end (`config.data`'s held-out split). The evaluators of
+        `config.evals` run whatever this says: each every `every` steps and all after the last step,
+        their metrics ("eval/<dataset>/<split>/...") joining that step's line in metrics.jsonl.
       on_step: optional `on_step(step, metrics)` called after each step (hooks, tests).
 
     Returns:
@@ -531,6 +533,9 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
     config = apply_init_from(config)
     validate_config(config, jax.device_count())
     mesh = make_mesh(config)
+    in_loop = evaluators.evaluators_from_config(config.get("evals", None))
+    for evaluator in in_loop:
+        evaluator.source()  # every dataset opens (or fails: unprepared, unsuitable) before any step
     check_workdir(workdir)
 
     # Input; the text tower's vocabulary is the tokenizer's (or, fine-tuning, the source model's).
@@ -607,8 +612,11 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
             if ema_step is not None:
                 ema_params = ema_step(ema_params, params)
             step += 1
-            if step % config.log_every == 0 or step == config.total_steps:
-                writer.write(step, {**jax.device_get(metrics), **skipped.metrics()})
+            evaluated = _run_evaluators(
+                in_loop, step, config, graphdef, rest, params if ema_params is None else ema_params, tokenizer
+            )
+            if step % config.log_every == 0 or step == config.total_steps or evaluated:
+                writer.write(step, {**jax.device_get(metrics), **skipped.metrics(), **evaluated})
             if on_step is not None:
                 on_step(step, metrics)
             stopping = stop.should_stop(step)  # on every process, every step: they agree on it
@@ -652,6 +660,18 @@ def train(config, workdir: str, *, evaluate: bool = True, on_step=None) -> dict:
             json.dump(results, f, indent=2)
         results["plots"] = _logging.save_plots(workdir, model, config, tokenizer)
     return results
+
+
+def _run_evaluators(evaluators_, step, config, graphdef, rest, params, tokenizer) -> dict:
+    """The metrics of the `config.evals` evaluators due after `step` (each every `every` steps, and
+    all after the last step), computed with `params` (the EMA when the run keeps one)."""
+    due = [e for e in evaluators_ if e.due(step) or step == config.total_steps]
+    if not due:
+        return {}
+    started, model = time.time(), nnx.merge(graphdef, params, rest)
+    metrics = {name: value for e in due for name, value in e.run(model, tokenizer, config).items()}
+    log.info("Step %d: %d evaluators in %.1f s", step, len(due), time.time() - started)
+    return metrics
 
 
 def _teacher(config, tokenizer, mesh):

@@ -254,20 +254,34 @@ def _clip_count(s, outputs, batch, state, axis_name):
     return loss, {"contrastive": contrastive, "counting": counting}, state
 
 
-def _two_views(fn):
-    """Image and text embeddings as SimCLR's two views, at a fixed temperature."""
+def _two_views(fn, *keys: str):
+    """Image and text embeddings as SimCLR's two views; the settings `keys` go to `fn` by name."""
 
     def apply(s, outputs, batch, state, axis_name):
+        options = {key: getattr(s, key) for key in keys}
         loss = fn(
-            outputs["image_emb"],
-            outputs["text_emb"],
-            temperature=s.temperature,
-            axis_name=axis_name,
-            exchange=s.exchange,
+            outputs["image_emb"], outputs["text_emb"], **options, axis_name=axis_name, exchange=s.exchange
         )
         return loss, {}, state
 
     return apply
+
+
+def _comp_sum_clip(s, outputs, batch, state, axis_name):
+    loss = losses.comp_sum_clip_loss(
+        outputs["image_emb"],
+        outputs["text_emb"],
+        outputs["logit_scale"],
+        tau=s.tau,
+        axis_name=axis_name,
+        exchange=s.exchange,
+    )
+    return loss, {}, state
+
+
+def _positive_int(key: str, example) -> Callable[[Settings], None]:
+    ok = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
+    return _require(key, ok, "a positive integer", example)
 
 
 _TEMPERATURE_DEFAULTS = dict(tau_init=0.01, tau_min=0.005, tau_max=0.05, gamma=0.9)
@@ -318,17 +332,42 @@ REGISTRY: dict[str, Objective] = {
         ),
         Objective(
             "nt_xent",
-            _two_views(losses.nt_xent_loss),
+            _two_views(losses.nt_xent_loss, "temperature"),
             (losses.nt_xent_loss,),
             defaults=dict(temperature=0.1),
             checks=(_positive("temperature", 0.1),),
         ),
         Objective(
             "dcl",
-            _two_views(losses.dcl_loss),
+            _two_views(losses.dcl_loss, "temperature"),
             (losses.dcl_loss,),
             defaults=dict(temperature=0.1),
             checks=(_positive("temperature", 0.1),),
+        ),
+        Objective(  # the defaults are the authors' (joshr17/HCL)
+            "hcl",
+            _two_views(losses.hcl_loss, "temperature", "tau_plus", "beta"),
+            (losses.hcl_loss,),
+            defaults=dict(temperature=0.5, tau_plus=0.1, beta=1.0),
+            checks=(
+                _positive("temperature", 0.5),
+                _unit_interval("tau_plus", 0.1),
+                _require("beta", lambda v: _is_number(v) and v >= 0, "a number >= 0", 1.0),
+            ),
+        ),
+        Objective(  # no published τ or K: both must be set; image-text training takes both directions
+            "hard_topk_infonce",
+            _two_views(losses.hard_topk_infonce_loss, "temperature", "num_hard", "symmetric"),
+            (losses.hard_topk_infonce_loss,),
+            defaults=dict(temperature=NoneDefault(float), num_hard=NoneDefault(int), symmetric=True),
+            checks=(_positive("temperature", 0.07), _positive_int("num_hard", 64)),
+        ),
+        Objective(
+            "comp_sum_clip",
+            _comp_sum_clip,
+            (losses.comp_sum_clip_loss,),
+            defaults=dict(tau=1.0),
+            checks=(_require("tau", lambda v: _is_number(v) and v >= 0, "a number >= 0", 1.5),),
         ),
     )
 }
@@ -429,7 +468,8 @@ def _stand_in(key: str) -> jax.ShapeDtypeStruct:
 
 def _traces_with(objective: Objective, exchange: str) -> bool:
     """Whether the objective's loss accepts `exchange` under shard_map (False: it raised ValueError)."""
-    settings = objective.settings({"exchange": exchange})
+    unset = {k: v.type(1) for k, v in objective.defaults.items() if isinstance(v, NoneDefault)}  # e.g. K = 1
+    settings = objective.settings({"exchange": exchange, **unset})
     outputs = {k: _stand_in(k) for k in (*BASE_OUTPUTS, *objective.outputs, *objective.text_inputs)}
     batch = {k: _stand_in(k) for k in objective.batch_keys}
     state = {} if objective.init_state is None else objective.init_state(settings, _PROBE_BATCH)

@@ -32,6 +32,7 @@ RECIPE_DEFAULTS = dict(
     ema_decay=0.0,
     init_from_image_size=0,  # with init_from: fine-tune at this image size (0: the source's)
     init_from_context_length=0,  # ... and this context length (0: the source's)
+    evals=(),  # in-training evaluators (`evaluate.evaluators_from_config`), run as `train` says
 )
 DISTILL_DEFAULTS = dict(teacher="", weight=1.0)
 MODEL_RECIPE_DEFAULTS = dict(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from contrastive_jax import data
 from contrastive_jax._errors import ConfigError, did_you_mean
+from contrastive_jax.evaluate import evaluators_from_config
 from contrastive_jax.models import MODELS
 from contrastive_jax.train import _recipes
 from contrastive_jax.train._objective import (
@@ -209,7 +210,15 @@ def _check_data(config) -> None:
 
 
 def _check_eval(config) -> None:
-    """Zero-shot questions need prompts of a dataset that has them (`config.eval.prompts`)."""
+    """Zero-shot questions need prompts of a dataset that has them (`config.eval.prompts`), and
+    `config.evals` must list well-formed evaluators (whether their datasets are prepared is checked
+    when `train` opens them, before the first step)."""
+    try:
+        evaluators_from_config(config.get("evals", None))
+    except ConfigError as err:
+        raise ConfigError(
+            f"config.{err}" if str(err).startswith("evals") else f"config.evals: {err}"
+        ) from None
     questions = _get(config, "eval.questions")
     if questions is _MISSING or not questions:
         return
