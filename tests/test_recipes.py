@@ -14,9 +14,11 @@ from tests.train_common import assert_same_state, clip_config, losses_of, metric
 # grad_accum_steps: k micro-batches contrasted as one batch.
 
 
-def _step_config(loss, exchange="all_gather", fsdp=1):
+def _step_config(loss, exchange="all_gather", fsdp=1, bf16_remat=False):
     config = clip_config(loss=loss)
     with config.unlocked():
+        if bf16_remat:
+            config.model.dtype, config.model.remat = "bfloat16", True
         config.batch_size = 32  # 8 devices x 4 micro-batches x 1 row
         config.model.text.vocab_size = 50
         config.loss.exchange = exchange
@@ -44,16 +46,17 @@ def _one_step(config, k):
 
 
 @pytest.mark.parametrize(
-    "loss, exchange, fsdp",
+    "loss, exchange, fsdp, bf16_remat",
     [
-        ("clip", "ring", 1),
-        ("siglip", "all_gather", 1),
-        ("isogclr", "all_gather", 1),
-        ("clip", "all_gather", 2),
+        ("clip", "ring", 1, False),
+        ("siglip", "all_gather", 1, False),
+        ("isogclr", "all_gather", 1, False),
+        ("clip", "all_gather", 2, False),
+        ("clip", "all_gather", 1, True),  # bfloat16 compute, every block rematerialised
     ],
 )
-def test_accumulated_step_equals_the_whole_batch_step(loss, exchange, fsdp):
-    config = _step_config(loss, exchange, fsdp)
+def test_accumulated_step_equals_the_whole_batch_step(loss, exchange, fsdp, bf16_remat):
+    config = _step_config(loss, exchange, fsdp, bf16_remat)
     whole, accumulated = _one_step(config, 1), _one_step(config, 4)
     np.testing.assert_allclose(accumulated[0], whole[0], rtol=1e-5)
     for got, want in zip(jax.tree.leaves(accumulated[1]), jax.tree.leaves(whole[1])):
