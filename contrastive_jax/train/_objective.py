@@ -136,6 +136,15 @@ def _positive(key: str, example) -> Callable[[Settings], None]:
     return _require(key, lambda v: _is_number(v) and v > 0, "a positive number", example)
 
 
+def _non_negative(key: str, example) -> Callable[[Settings], None]:
+    return _require(key, lambda v: _is_number(v) and v >= 0, "a number >= 0", example)
+
+
+def _positive_int(key: str, example) -> Callable[[Settings], None]:
+    ok = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
+    return _require(key, ok, "a positive integer", example)
+
+
 def _positive_or_none(key: str, example) -> Callable[[Settings], None]:
     return _require(key, lambda v: v is None or (_is_number(v) and v > 0), "positive or None", example)
 
@@ -279,11 +288,6 @@ def _comp_sum_clip(s, outputs, batch, state, axis_name):
     return loss, {}, state
 
 
-def _positive_int(key: str, example) -> Callable[[Settings], None]:
-    ok = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
-    return _require(key, ok, "a positive integer", example)
-
-
 _TEMPERATURE_DEFAULTS = dict(tau_init=0.01, tau_min=0.005, tau_max=0.05, gamma=0.9)
 
 REGISTRY: dict[str, Objective] = {
@@ -352,7 +356,7 @@ REGISTRY: dict[str, Objective] = {
             checks=(
                 _positive("temperature", 0.5),
                 _unit_interval("tau_plus", 0.1),
-                _require("beta", lambda v: _is_number(v) and v >= 0, "a number >= 0", 1.0),
+                _non_negative("beta", 1.0),
             ),
         ),
         Objective(  # no published τ or K: both must be set; image-text training takes both directions
@@ -367,7 +371,7 @@ REGISTRY: dict[str, Objective] = {
             _comp_sum_clip,
             (losses.comp_sum_clip_loss,),
             defaults=dict(tau=1.0),
-            checks=(_require("tau", lambda v: _is_number(v) and v >= 0, "a number >= 0", 1.5),),
+            checks=(_non_negative("tau", 1.5),),
         ),
     )
 }
