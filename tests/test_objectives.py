@@ -34,6 +34,14 @@ def fake_inputs():
         "logit_bias": np.float32(-2.0),
         "caption_logits": rng.normal(size=(BATCH, 3, 7)).astype(np.float32),
         "caption_labels": rng.integers(0, 7, size=(BATCH, 3)).astype(np.int32),
+        # CL2L / BarLIP: two views per sample, by sample as the model returns them
+        "image_local": unit(BATCH, 2, DIM),
+        "text_local": unit(BATCH, 2, DIM),
+        "local_logit_scale": np.float32(8.0),
+        "v_image": rng.normal(size=(BATCH, 5)).astype(np.float32),
+        "v_text": rng.normal(size=(BATCH, 5)).astype(np.float32),
+        "v_image_local": rng.normal(size=(BATCH, 2, 5)).astype(np.float32),
+        "v_text_local": rng.normal(size=(BATCH, 2, 5)).astype(np.float32),
     }
     return outputs, {"index": np.array([3, 1, 4, 0, 9, 2], np.int32)}
 
@@ -129,6 +137,40 @@ DIRECT = {
             {},
         ),
     ),
+    "cl2l": (
+        dict(label_smoothing=0.2, reduction="sum"),
+        lambda o, b, s: (
+            losses.cl2l_loss(
+                *(o[k] for k in ("image_emb", "text_emb")),
+                *(o[k].transpose(1, 0, 2) for k in ("image_local", "text_local")),
+                *(o[k] for k in ("logit_scale", "local_logit_scale")),
+                label_smoothing=0.2,
+                reduction="sum",
+            ),
+            {},
+        ),
+    ),
+    "barlip": (
+        dict(label_smoothing=0.0, lambda_offdiag=0.01, scale=0.5, barlip_weight=2.0),
+        lambda o, b, s: (
+            losses.cl2l_loss(
+                *(o[k] for k in ("image_emb", "text_emb")),
+                *(o[k].transpose(1, 0, 2) for k in ("image_local", "text_local")),
+                *(o[k] for k in ("logit_scale", "local_logit_scale")),
+                label_smoothing=0.0,
+            )
+            + 2.0
+            * losses.barlip_loss(
+                o["v_image"],
+                o["v_text"],
+                v_image_local=o["v_image_local"].transpose(1, 0, 2),
+                v_text_local=o["v_text_local"].transpose(1, 0, 2),
+                lambda_offdiag=0.01,
+                scale=0.5,
+            ),
+            {},
+        ),
+    ),
     "comp_sum_clip": (
         dict(tau=0.5),
         lambda o, b, s: (
@@ -208,7 +250,9 @@ def test_ring_is_refused_exactly_where_the_loss_has_none(data_dir, name):
     assert "--config.loss.exchange=all_gather" in str(info.value)
 
 
-@pytest.mark.parametrize("name, model", [("siglip", "siglip"), ("coca", "coca")])
+@pytest.mark.parametrize(
+    "name, model", [("siglip", "siglip"), ("coca", "coca"), ("cl2l", "cl2l"), ("barlip", "barlip")]
+)
 def test_a_loss_needing_another_model_is_refused(data_dir, name, model):
     config = with_loss(config_for("clip"), name=name)  # the clip model has neither output
     with pytest.raises(training.ConfigError) as info:

@@ -15,6 +15,9 @@
   `.model` / `.json` / `.txt.gz` file), `word_tokenizer_for(name)`, `WordTokenizer`,
   `SentencePieceTokenizer`, `HFTokenizer`, `ClipBPETokenizer` (ids equal `open_clip.tokenize`),
   `SiglipTokenizer` (ids equal transformers' `SiglipTokenizer`), `resolve_tokenizer`;
+* local views (`data.local_views`, clip-rocket's CL2L / BarLIP): `local_image_views` (wide crops,
+  colour jitter, grayscale, blur, flip: `photometric_augment`) and `local_captions` (stopword
+  removal, EDA's swap and deletion);
 * `zero_shot_prompts(name, question)` → prompts per class for zero-shot evaluation;
 * `pair_frequencies(builder_config)` → how often each (colour, shape) pair occurs in shapes_count's
   training split (uniform, or Zipf for "long_tail" / "long_tail_steep").
@@ -65,6 +68,7 @@ from contrastive_jax.data._sources import (
     default_data_dir,
     load_source,
 )
+from contrastive_jax.data._text_views import STOPWORDS, local_captions
 from contrastive_jax.data._tfds_eval import (
     EvalSource,
     center_square,
@@ -89,6 +93,7 @@ from contrastive_jax.data._tokenizers import (
     tokenizer_path,
     word_tokenizer_for,
 )
+from contrastive_jax.data._views import local_image_views, photometric_augment
 from contrastive_jax.data._webdataset import (
     ResampledShards,
     ShardIndex,
@@ -99,6 +104,10 @@ from contrastive_jax.data._webdataset import (
 )
 
 __all__ = [
+    "STOPWORDS",
+    "local_captions",
+    "local_image_views",
+    "photometric_augment",
     "AUGMENTATIONS",
     "BadImage",
     "DATA_DEFAULTS",

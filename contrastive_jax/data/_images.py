@@ -17,7 +17,10 @@ Augmentations (`AUGMENTATIONS`):
 * "rrc": torchvision's `RandomResizedCrop(S, scale=(0.9, 1.0), ratio=(3/4, 4/3))` with bicubic
   resampling, open_clip's training transform (its `image_transform(is_train=True)` default);
 * "inception": big_vision's `inception_crop` (area 5-100% of the image, aspect ratio 3/4-4/3,
-  up to 100 tries, else the whole image; Szegedy et al. 2015), bilinear.
+  up to 100 tries, else the whole image; Szegedy et al. 2015), bilinear;
+* "rrc_local": torchvision's `RandomResizedCrop(S)` at its default scale (0.08, 1.0), ratio
+  (3/4, 4/3), bicubic: the crop of clip-rocket's local views (Fini et al. 2023, its
+  `datasets.py::get_train_dataset`; see `_views.py`).
 
 Resampling is Pillow's, which filters with the kernel widened by the scale factor when it
 shrinks (antialiased); big_vision's TF resize does not antialias by default, so "inception"
@@ -37,15 +40,9 @@ try:  # libjpeg-turbo without Pillow's overhead; decodes to the same pixels (tes
 except ImportError:  # pragma: no cover - optional speed-up
     simplejpeg = None
 
-AUGMENTATIONS = ("none", "center", "rrc", "inception")
 RRC_SCALE, RRC_RATIO = (0.9, 1.0), (3 / 4, 4 / 3)  # open_clip's AugmentationCfg default scale
+LOCAL_RRC_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop default; clip-rocket's local views
 INCEPTION_AREA, INCEPTION_RATIO = (0.05, 1.0), (3 / 4, 4 / 3)  # big_vision: area_min=5, area_max=100
-_RESAMPLE = {
-    "none": Image.BILINEAR,
-    "center": Image.BILINEAR,
-    "rrc": Image.BICUBIC,
-    "inception": Image.BILINEAR,
-}
 # Pillow's decompression-bomb limit: a larger image is skipped unread.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
@@ -106,17 +103,29 @@ def center_box(width: int, height: int) -> Box:
     return (width - side) // 2, (height - side) // 2, side, side
 
 
+# augment → (its crop box of a width x height image from the sample's rng, its resampling filter)
+_CROPS = {
+    "none": (lambda rng, width, height: (0, 0, width, height), Image.BILINEAR),
+    "center": (lambda rng, width, height: center_box(width, height), Image.BILINEAR),
+    "rrc": (random_resized_crop_box, Image.BICUBIC),
+    "inception": (inception_crop_box, Image.BILINEAR),
+    "rrc_local": (
+        lambda rng, width, height: random_resized_crop_box(rng, width, height, scale=LOCAL_RRC_SCALE),
+        Image.BICUBIC,
+    ),
+}
+AUGMENTATIONS = tuple(_CROPS)
+
+
+def _check_augment(augment: str) -> None:
+    if augment not in _CROPS:
+        raise ValueError(f"unknown augment {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
+
+
 def crop_box(augment: str, rng, width: int, height: int) -> Box:
     """The region of a `width` x `height` image that `augment` keeps."""
-    if augment == "none":
-        return 0, 0, width, height
-    if augment == "center":
-        return center_box(width, height)
-    if augment == "rrc":
-        return random_resized_crop_box(rng, width, height)
-    if augment == "inception":
-        return inception_crop_box(rng, width, height)
-    raise ValueError(f"unknown augment {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
+    _check_augment(augment)
+    return _CROPS[augment][0](rng, width, height)
 
 
 def _is_jpeg(data: bytes) -> bool:
@@ -165,6 +174,23 @@ def _rgb(array) -> np.ndarray:
     return array[..., :3]
 
 
+def decodes_at_full_size(image, size: int | None) -> bool:
+    """Whether `load_image(image, size=size, ...)` decodes `image` at full size whatever its crop:
+    a decoded array, a non-JPEG, or a JPEG whose short side is under `2 * size` (no DCT-scaled
+    decode can then keep the crop >= `size`). Its pixels then equal `load_image(image, size=None)`'s,
+    so a sample's several views may share one decode. Unreadable bytes give False."""
+    if not isinstance(image, (bytes, bytearray, memoryview)):
+        return True
+    data = bytes(image)
+    if not _is_jpeg(data) or not size:
+        return True
+    try:
+        width, height = _read_header(data)
+    except Exception:  # noqa: BLE001 - load_image reports it
+        return False
+    return min(width, height) < 2 * size
+
+
 def _cut_and_resize(pixels: np.ndarray, box, size: int, resample, scale: tuple[float, float]) -> np.ndarray:
     """`box` (full-size pixels) of `pixels` (decoded at `scale` of full size) resized to size x size."""
     left, top, w, h = box
@@ -199,7 +225,7 @@ def load_image(
       size: the output side; None keeps the decoded image as it is (no crop, no resize).
       augment: one of `AUGMENTATIONS`.
       flip: mirror left-right with probability 1/2 (drawn from `rng` after the crop).
-      rng: the sample's generator; needed by "rrc", "inception" and `flip`.
+      rng: the sample's generator; needed by "rrc", "rrc_local", "inception" and `flip`.
       max_pixels: an encoded image with more pixels (width x height, from its header) is
         refused without being decoded.
 
@@ -207,8 +233,7 @@ def load_image(
       BadImage: undecodable or truncated data ("corrupt_image"), or over `max_pixels`
         ("too_large"); the pipeline counts and skips such samples.
     """
-    if augment not in AUGMENTATIONS:
-        raise ValueError(f"unknown augment {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
+    _check_augment(augment)
     if isinstance(image, (bytes, bytearray, memoryview)):
         data = bytes(image)
         try:
@@ -235,7 +260,7 @@ def load_image(
         scale = (1.0, 1.0)
     pixels = _rgb(pixels)
     if size:
-        pixels = _cut_and_resize(pixels, box, size, _RESAMPLE[augment], scale)
+        pixels = _cut_and_resize(pixels, box, size, _CROPS[augment][1], scale)
     if flip and rng.random() < 0.5:
         pixels = pixels[:, ::-1]
     return np.ascontiguousarray(pixels, dtype=np.uint8)

@@ -12,8 +12,11 @@ config's keys (absent ones take the defaults of `DATA_DEFAULTS`):
                    comma-separated); caption_key "" is the source's own: "txt" for shards and
                    parquet, "caption" for TFDS (whose image feature is `image_key`, "image")
     folder, captions, eval_captions        name="folder": images + a CSV/TSV/JSONL of captions
-    augment, flip  training crop ("none", "rrc", "inception") and horizontal flip; evaluation
-                   always takes the centre square
+    augment, flip  training crop ("none", "rrc", "inception", "rrc_local") and horizontal flip;
+                   evaluation always takes the centre square
+    local_views    training only: n > 0 adds n strongly augmented crops and captions per sample
+                   ("local_image" uint8[B, n, S, S, 3], "local_tokens" int32[B, n, T]), the
+                   extra views of clip-rocket's CL2L / BarLIP (Fini et al. 2023); 0: none
     num_workers    worker processes per host (0: threads in the training process)
     read_threads   threads per process/worker reading random-access sources (None: 16
                    in-process, as grain's default; 1 per worker process)
@@ -56,6 +59,7 @@ DATA_DEFAULTS = dict(
     shuffle_buffer=1000,
     max_pixels=DEFAULT_MAX_PIXELS,
     index_dir=None,
+    local_views=0,
 )
 
 
@@ -126,6 +130,12 @@ def check_data_config(data_config) -> None:
             raise ConfigError(
                 f"config.data.{key} is {value!r} but must be a {'positive' if key == 'max_pixels' else 'non-negative'} integer"
             )
+    views = data_option(data_config, "local_views")
+    if not isinstance(views, int) or isinstance(views, bool) or views < 0:
+        raise ConfigError(
+            f"config.data.local_views is {views!r} but must be a non-negative integer, "
+            "e.g. --config.data.local_views=2 (0: no local views)"
+        )
     threads = data_option(data_config, "read_threads")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"config.data.read_threads is {threads!r} but must be a positive integer or None")
@@ -209,8 +219,9 @@ def input_from_config(data_config, split: str, *, batch_size: int, seed: int = 0
     """Batches of `split` as the config describes them, uint8 images (normalise on the device).
 
     Training (`training`, default `split == "train"`): shuffled with `seed`, endless unless
-    `num_epochs`, `data.augment` / `data.flip`, full batches only, `data.num_workers` worker
-    processes. Evaluation: in order, one pass, the centre square, the last batch kept whole.
+    `num_epochs`, `data.augment` / `data.flip`, `data.local_views`, full batches only,
+    `data.num_workers` worker processes. Evaluation: in order, one pass, the centre square, no
+    local views, the last batch kept whole.
 
     Args:
       data_config: `config.data`.
@@ -253,6 +264,7 @@ def input_from_config(data_config, split: str, *, batch_size: int, seed: int = 0
         json_fields=_names(data_option(data_config, "json_fields")),
         shuffle_buffer=data_option(data_config, "shuffle_buffer"),
         require_caption=not given_source,  # a given source (zero-shot classification) may have none
+        local_views=data_option(data_config, "local_views") if training else 0,
     )
     num_samples = None if isinstance(source, grain.IterDataset) else len(source)
     layout = {"num_workers": workers, "process_count": process_count, "batch_size": batch_size}

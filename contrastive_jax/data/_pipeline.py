@@ -27,7 +27,15 @@ import numpy as np
 from absl import flags
 
 from contrastive_jax._errors import ConfigError, did_you_mean
-from contrastive_jax.data._images import AUGMENTATIONS, DEFAULT_MAX_PIXELS, BadImage, load_image
+from contrastive_jax.data._images import (
+    AUGMENTATIONS,
+    DEFAULT_MAX_PIXELS,
+    BadImage,
+    decodes_at_full_size,
+    load_image,
+)
+from contrastive_jax.data._text_views import local_captions
+from contrastive_jax.data._views import local_image_views
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +106,9 @@ class Preprocess:
 
     The record comes as `(epoch, index, record)` from a random-access source (its augmentation
     seeded by `(seed, epoch, index)`) or as a record carrying `"__rng__"` from a streaming one.
+    With `local_views` n > 0 the sample also has n local image views and n local captions
+    (`_views.py`, `_text_views.py`), drawn from generators of their own, seeded by the same key
+    and a suffix, so the global view's draws are those it has without them.
     """
 
     tokenizer: object
@@ -112,6 +123,7 @@ class Preprocess:
     std: object = PIXEL_STD
     json_fields: tuple = ()
     require_caption: bool = True
+    local_views: int = 0
 
     def __call__(self, item):
         if isinstance(item, tuple):
@@ -132,20 +144,22 @@ class Preprocess:
             if self.require_caption:
                 return Skipped("no_caption", where)
             caption = ""
-        needs_rng = self.augment in ("rrc", "inception") or self.flip
-        rng = np.random.default_rng(rng_key) if needs_rng else None
         try:
-            pixels = load_image(
-                image, size=self.image_size, augment=self.augment, flip=self.flip, rng=rng,
-                max_pixels=self.max_pixels,
-            )  # fmt: skip
+            pixels, local_pixels = self._image_views(image, rng_key)
         except BadImage as err:
             return Skipped(err.kind, f"{where}: {err.detail}")
         out = {
-            "image": normalize_images(pixels, self.mean, self.std) if self.normalize else pixels,
+            "image": self._pixels(pixels),
             "tokens": self.tokenizer.encode([caption], self.context_length)[0],
             "index": np.int32(index),
         }
+        if self.local_views:
+            # Suffixes 1 and 2, not 0: SeedSequence ignores trailing zeros, so (*key, 0) is key's stream.
+            captions = local_captions(
+                caption, count=self.local_views, rng=np.random.default_rng((*rng_key, 2))
+            )
+            out["local_image"] = self._pixels(local_pixels)
+            out["local_tokens"] = self.tokenizer.encode(captions, self.context_length)
         meta = record.get("json") or {}
         fields = {**meta, **record}  # shards keep a record's other fields in its .json
         if "counterfactual_caption" in fields:
@@ -157,6 +171,28 @@ class Preprocess:
         for field in self.json_fields:
             out[f"json/{field}"] = np.asarray(meta.get(field, ""))
         return out
+
+    def _pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return normalize_images(pixels, self.mean, self.std) if self.normalize else pixels
+
+    def _image_views(self, image, rng_key) -> tuple[np.ndarray, np.ndarray | None]:
+        """`(global view, local views or None)`; raises `BadImage`. The views share one decode
+        where that leaves the global view's pixels as they are (`decodes_at_full_size`)."""
+        if self.local_views and decodes_at_full_size(image, self.image_size):
+            image = load_image(image, size=None, max_pixels=self.max_pixels)
+        needs_rng = self.augment in ("rrc", "rrc_local", "inception") or self.flip
+        rng = np.random.default_rng(rng_key) if needs_rng else None
+        pixels = load_image(
+            image, size=self.image_size, augment=self.augment, flip=self.flip, rng=rng,
+            max_pixels=self.max_pixels,
+        )  # fmt: skip
+        if not self.local_views:
+            return pixels, None
+        local_pixels = local_image_views(
+            image, count=self.local_views, size=self.image_size, rng=np.random.default_rng((*rng_key, 1)),
+            max_pixels=self.max_pixels,
+        )  # fmt: skip
+        return pixels, local_pixels
 
 
 class _DropSkippedIterator(grain.DatasetIterator):
@@ -196,7 +232,7 @@ class DropSkipped(grain.IterDataset):
         return "DropSkipped"
 
 
-def _check_options(batch_size, process_index, process_count, augment, num_workers):
+def _check_options(batch_size, process_index, process_count, augment, num_workers, local_views, image_size):
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 0 <= process_index < process_count:
@@ -205,6 +241,12 @@ def _check_options(batch_size, process_index, process_count, augment, num_worker
         raise ConfigError(f"unknown config.data.augment={augment!r}; {did_you_mean(augment, AUGMENTATIONS)}")
     if not isinstance(num_workers, int) or num_workers < 0:
         raise ConfigError(f"config.data.num_workers is {num_workers!r} but must be 0 (in-process) or more")
+    if not isinstance(local_views, int) or isinstance(local_views, bool) or local_views < 0:
+        raise ConfigError(f"config.data.local_views is {local_views!r} but must be 0 (none) or more")
+    if local_views and not image_size:
+        raise ConfigError(
+            f"config.data.local_views={local_views} needs config.data.image_size, the views' side"
+        )
 
 
 def make_dataset(
@@ -231,6 +273,7 @@ def make_dataset(
     json_fields=(),
     shuffle_buffer: int = 0,
     require_caption: bool = True,
+    local_views: int = 0,
 ):
     """A grain `IterDataset` of batches; `iter()` of it has `get_state()` / `set_state()`.
 
@@ -253,14 +296,22 @@ def make_dataset(
     "skip_detail" (text, see `DropSkipped`), where the records have them "cf_tokens" (the counterfactual caption), "count", "color",
     "shape", "label", "has_distractor", and "json/<field>" for each of `json_fields`.
 
+    With `local_views` n > 0 (clip-rocket's CL2L / BarLIP input; Fini et al. 2023) each batch
+    also has "local_image" `uint8[B, n, S, S, 3]` (f32 with `normalize`, as "image"): n crops of
+    each image, strongly augmented (`_views.py`: "rrc_local" crop, colour jitter, grayscale,
+    blur, flip), and "local_tokens" `int32[B, n, T]`: n strongly augmented copies of its caption
+    (`_text_views.py`: stopword removal, then an EDA swap or deletion), tokenized as "tokens".
+    Their randomness comes from the sample's key with a suffix of its own, so "image", "tokens"
+    and "index" are bit-identical to those with `local_views=0`. Needs `image_size`.
+
     The batches depend on `num_workers` and `process_count` (each worker batches its own
     share); the same values give the same batches.
     """
-    _check_options(batch_size, process_index, process_count, augment, num_workers)
+    _check_options(batch_size, process_index, process_count, augment, num_workers, local_views, image_size)
     preprocess = Preprocess(
         tokenizer=tokenizer, context_length=context_length, image_size=image_size, augment=augment, flip=flip,
         seed=seed, max_pixels=max_pixels, normalize=normalize, mean=pixel_mean, std=pixel_std,
-        json_fields=tuple(json_fields), require_caption=require_caption,
+        json_fields=tuple(json_fields), require_caption=require_caption, local_views=local_views,
     )  # fmt: skip
     if isinstance(source, grain.IterDataset):
         dataset = source

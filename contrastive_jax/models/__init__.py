@@ -1,4 +1,4 @@
-"""Flax NNX models: ViT and text towers, CLIP, SigLIP and CoCa.
+"""Flax NNX models: ViT and text towers, CLIP, SigLIP, CoCa, and clip-rocket's CL2L and BarLIP.
 
 `create_model(model_config("tiny", "clip"), rngs=nnx.Rngs(0))` builds a model whose call
 returns exactly what the matching loss takes. `from_open_clip`, `from_hf_clip`,
@@ -7,6 +7,7 @@ returns exactly what the matching loss takes. `from_open_clip`, `from_hf_clip`,
 """
 
 from contrastive_jax.models._config import (
+    MODELS,
     PRESETS,
     count_params,
     create_model,
@@ -14,7 +15,7 @@ from contrastive_jax.models._config import (
     model_config,
     summary,
 )
-from contrastive_jax.models._contrastive import CLIP, MODELS, CoCa, SigLIP
+from contrastive_jax.models._contrastive import CLIP, CoCa, SigLIP
 from contrastive_jax.models._layers import (
     ACTIVATIONS,
     ATTENTION,
@@ -24,6 +25,7 @@ from contrastive_jax.models._layers import (
     Transformer,
     check_attention,
 )
+from contrastive_jax.models._multiview import CL2L, LOCAL_PROJECTORS, BarLIP, BatchNorm, ProjectionMLP
 from contrastive_jax.models._pretrained import (
     config_from_hf_clip,
     config_from_hf_siglip,
@@ -58,8 +60,13 @@ __all__ = [
     "MODELS",
     "PRESETS",
     "AttentionalPooler",
+    "BarLIP",
+    "BatchNorm",
     "Block",
+    "CL2L",
     "CoCa",
+    "LOCAL_PROJECTORS",
+    "ProjectionMLP",
     "SigLIP",
     "TextTransformer",
     "Transformer",

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import ml_collections
 import numpy as np
 from flax import nnx
 
-from contrastive_jax.models._contrastive import (
-    DEFAULT_ATTENTION,
-    DEFAULT_PATCH_DROPOUT,
-    DEFAULT_SCALE,
-    MODELS,
-)
+from contrastive_jax.models._contrastive import CLIP, DEFAULT_ATTENTION, DEFAULT_PATCH_DROPOUT, CoCa, SigLIP
+from contrastive_jax.models._multiview import BARLIP_DEFAULTS, CL2L, CL2L_DEFAULTS, BarLIP
+
+MODELS = {"clip": CLIP, "siglip": SigLIP, "coca": CoCa, "cl2l": CL2L, "barlip": BarLIP}
+_CLIP_SCALE = math.log(1 / 0.07)
+DEFAULT_SCALE = {"clip": _CLIP_SCALE, "siglip": math.log(10.0), "coca": _CLIP_SCALE, "cl2l": _CLIP_SCALE,
+                 "barlip": _CLIP_SCALE}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,11 +155,15 @@ def model_config(
             pooler_heads=v.num_heads,
         )
     )
+    if name in ("cl2l", "barlip"):
+        c.cl2l = ml_collections.ConfigDict(CL2L_DEFAULTS)
+    if name == "barlip":
+        c.barlip = ml_collections.ConfigDict(BARLIP_DEFAULTS)
     return c
 
 
 def create_model(config, *, rngs: nnx.Rngs):
-    """Builds the model `config.name` describes ("clip", "siglip" or "coca")."""
+    """Builds the model `config.name` describes (one of `MODELS`: "clip", "siglip", "coca", "cl2l", "barlip")."""
     config = ml_collections.ConfigDict(config) if isinstance(config, dict) else config
     if config.name not in MODELS:
         raise ValueError(f"unknown model {config.name!r}; choose one of {sorted(MODELS)}")

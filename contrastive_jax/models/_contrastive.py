@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -224,7 +222,3 @@ class CoCa(CLIP):
             "caption_logits": logits[:, :-1],
             "caption_labels": tokens[:, 1:],
         }
-
-
-MODELS = {"clip": CLIP, "siglip": SigLIP, "coca": CoCa}
-DEFAULT_SCALE = {"clip": math.log(1 / 0.07), "siglip": math.log(10.0), "coca": math.log(1 / 0.07)}

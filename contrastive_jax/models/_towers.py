@@ -97,6 +97,9 @@ class VisionTransformer(nnx.Module):
     `patch_dropout_key`: `drop_patches` after the position embeddings, before the pre-transformer
     LayerNorm, the class token kept. Without a key (evaluation) every patch is used.
 
+    `project=False` returns the pooled features before the projection (`f32[B, width]`), which
+    clip-rocket's heads read (`models.CL2L`).
+
     References:
       Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021; Radford et al. 2021 (CLIP).
     """
@@ -161,7 +164,14 @@ class VisionTransformer(nnx.Module):
             nnx.Linear(width, embed_dim, use_bias=False, dtype=dtype, rngs=rngs) if embed_dim else None
         )
 
-    def __call__(self, images: Array, *, return_tokens: bool = False, patch_dropout_key: Array | None = None):
+    def __call__(
+        self,
+        images: Array,
+        *,
+        return_tokens: bool = False,
+        patch_dropout_key: Array | None = None,
+        project: bool = True,
+    ):
         images = _checks.float_array("images", images, rank=4, rank_hint="[B, H, W, 3]")
         if images.shape[1:] != (self.image_size, self.image_size, 3):
             raise ValueError(
@@ -186,7 +196,7 @@ class VisionTransformer(nnx.Module):
             pooled = jnp.mean(tokens, axis=1)
         else:
             pooled = self.pooler(tokens)[:, 0]
-        if self.proj is not None:
+        if project and self.proj is not None:
             pooled = self.proj(pooled)
         pooled = pooled.astype(jnp.float32)
         return (pooled, tokens) if return_tokens else pooled
@@ -234,7 +244,8 @@ class TextTransformer(nnx.Module):
 
     With `cls_token=True` (CoCa's unimodal decoder), a learned token is appended after position
     T−1; it attends to every non-pad token and its output is the embedding. `return_tokens`
-    then also returns the normalised outputs at the T text positions.
+    then also returns the normalised outputs at the T text positions. `project=False` returns the
+    pooled features before the projection (`f32[B, width]`).
     """
 
     def __init__(
@@ -296,7 +307,7 @@ class TextTransformer(nnx.Module):
             raise ValueError(f"tokens have length {tokens.shape[1]} > context_length {self.context_length}")
         return tokens
 
-    def __call__(self, tokens: Array, *, return_tokens: bool = False):
+    def __call__(self, tokens: Array, *, return_tokens: bool = False, project: bool = True):
         tokens = self.check_tokens(tokens)
         batch, length = tokens.shape
         x = self.token_embed(tokens) + self.pos_embed.value[:length].astype(self.dtype)
@@ -320,7 +331,7 @@ class TextTransformer(nnx.Module):
             token_out = out
         else:
             pooled, token_out = out[:, -1], out[:, :-1]
-        if self.proj is not None:
+        if project and self.proj is not None:
             pooled = self.proj(pooled)
         pooled = pooled.astype(jnp.float32)
         return (pooled, token_out) if return_tokens else pooled

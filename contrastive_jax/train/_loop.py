@@ -142,7 +142,16 @@ def make_train_step(
             images = data.normalize_images(images, mean, std)
         extra = {} if key is None else {"patch_dropout_key": key}
         outputs = dict(model(images, batch["tokens"], **extra))
-        outputs.update(objective.encode_inputs(model, batch))  # e.g. clip_count's counterfactual captions
+        # e.g. clip_count's counterfactual captions, CL2L's augmented views (their own dropout key)
+        view_key = None if key is None else jax.random.fold_in(key, 1)
+        outputs.update(
+            objective.encode_inputs(
+                model,
+                batch,
+                normalize=lambda x: data.normalize_images(x, mean, std),
+                patch_dropout_key=view_key,
+            )
+        )
         if teacher is not None:
             outputs.update(teacher.outputs(teacher_params, batch, pixel_stats=(mean, std)))
         return outputs

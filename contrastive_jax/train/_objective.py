@@ -40,6 +40,8 @@ TRAINER_EXCHANGES = ("all_gather", "ring")
 SHARED_DEFAULTS = {"exchange": "all_gather", "block_size": None, "shard_state": False}
 # The model outputs every objective reads (`compute_loss` logs the logit scale for all of them).
 BASE_OUTPUTS = ("image_emb", "text_emb", "logit_scale")
+# The batch entries of the augmented views (`data.local_views`) that objectives with `views` read.
+VIEW_INPUTS = ("local_image", "local_tokens")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +72,8 @@ class Objective:
       batch_keys: batch entries it reads (e.g. "index", the dataset sample ids).
       text_inputs: `{output: batch key}`: batch tokens the step encodes with the text tower and adds
         to the outputs under `output`.
+      views: whether it trains on the batch's augmented views (`local_image`, `local_tokens`,
+        from `data.local_views`): the step adds `model.encode_views(...)`'s outputs.
       checks: functions of the settings raising `ConfigError` for values the loss cannot take.
     """
 
@@ -82,6 +86,7 @@ class Objective:
     outputs: tuple[str, ...] = ()
     batch_keys: tuple[str, ...] = ()
     text_inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    views: bool = False
     checks: tuple[Callable[[Settings], None], ...] = ()
 
     @property
@@ -108,9 +113,24 @@ class Objective:
         for check in self.checks:
             check(settings)
 
-    def encode_inputs(self, model, batch) -> dict:
-        """The extra outputs the train step adds: `text_inputs` through the model's text tower."""
-        return {output: model.encode_text(batch[key]) for output, key in self.text_inputs.items()}
+    def encode_inputs(self, model, batch, *, normalize=None, patch_dropout_key=None) -> dict:
+        """The extra outputs the train step adds: `text_inputs` through the model's text tower and,
+        for an objective with `views`, the views through `model.encode_views` (uint8 view pixels
+        are first mapped by `normalize`; `patch_dropout_key` drives their patch dropout)."""
+        outputs = {output: model.encode_text(batch[key]) for output, key in self.text_inputs.items()}
+        if self.views:
+            for key in VIEW_INPUTS:
+                if key not in batch:
+                    raise ValueError(
+                        f"loss {self.name!r} trains on augmented views: batch[{key!r}] is missing "
+                        "(set --config.data.local_views=2)"
+                    )
+            images = batch["local_image"]
+            if images.dtype == jnp.uint8 and normalize is not None:
+                images = normalize(images)
+            extra = {} if patch_dropout_key is None else {"patch_dropout_key": patch_dropout_key}
+            outputs.update(model.encode_views(images, batch["local_tokens"], **extra))
+        return outputs
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,6 +171,15 @@ def _positive_or_none(key: str, example) -> Callable[[Settings], None]:
 
 def _unit_interval(key: str, example) -> Callable[[Settings], None]:
     return _require(key, lambda v: _is_number(v) and 0 <= v < 1, "in [0, 1)", example)
+
+
+def _one_of(key: str, choices: tuple[str, ...]) -> Callable[[Settings], None]:
+    def check(settings: Settings) -> None:
+        value = getattr(settings, key)
+        if value not in choices:
+            raise ConfigError(f"config.loss.{key}={value!r}; {did_you_mean(str(value), choices)}")
+
+    return check
 
 
 def _temperatures_ordered(settings: Settings) -> None:
@@ -288,6 +317,46 @@ def _comp_sum_clip(s, outputs, batch, state, axis_name):
     return loss, {}, state
 
 
+def _by_view(stack):
+    """`[B, n, D]` (the model's outputs are by sample, as the step splits them) → `[n, B, D]`."""
+    return jnp.swapaxes(stack, 0, 1)
+
+
+def _cl2l_loss(s, outputs, axis_name):
+    return losses.cl2l_loss(
+        outputs["image_emb"],
+        outputs["text_emb"],
+        _by_view(outputs["image_local"]),
+        _by_view(outputs["text_local"]),
+        outputs["logit_scale"],
+        outputs["local_logit_scale"],
+        label_smoothing=s.label_smoothing,
+        reduction=s.reduction,
+        axis_name=axis_name,
+        exchange=s.exchange,
+    )
+
+
+def _cl2l(s, outputs, batch, state, axis_name):
+    return _cl2l_loss(s, outputs, axis_name), {"local_logit_scale": outputs["local_logit_scale"]}, state
+
+
+def _barlip(s, outputs, batch, state, axis_name):
+    """clip-rocket's BarLIP: CL2L plus the Barlow Twins loss between the modalities' projections."""
+    contrastive = _cl2l_loss(s, outputs, axis_name)
+    barlow = losses.barlip_loss(
+        outputs["v_image"],
+        outputs["v_text"],
+        v_image_local=_by_view(outputs["v_image_local"]),
+        v_text_local=_by_view(outputs["v_text_local"]),
+        lambda_offdiag=s.lambda_offdiag,
+        scale=s.scale,
+        axis_name=axis_name,
+    )
+    metrics = {"cl2l": contrastive, "barlip": barlow, "local_logit_scale": outputs["local_logit_scale"]}
+    return contrastive + s.barlip_weight * barlow, metrics, state
+
+
 _TEMPERATURE_DEFAULTS = dict(tau_init=0.01, tau_min=0.005, tau_max=0.05, gamma=0.9)
 
 REGISTRY: dict[str, Objective] = {
@@ -366,6 +435,42 @@ REGISTRY: dict[str, Objective] = {
             defaults=dict(temperature=NoneDefault(float), num_hard=NoneDefault(int), symmetric=True),
             checks=(_positive("temperature", 0.07), _positive_int("num_hard", 64)),
         ),
+        Objective(  # clip-rocket's defaults: label smoothing 0.1 in every reported run (repro_exps.txt)
+            "cl2l",
+            _cl2l,
+            (losses.cl2l_loss,),
+            defaults=dict(label_smoothing=0.1, reduction="mean"),
+            model="cl2l",
+            outputs=("image_local", "text_local", "local_logit_scale"),
+            views=True,
+            checks=(_unit_interval("label_smoothing", 0.1), _one_of("reduction", ("mean", "sum"))),
+        ),
+        Objective(  # --barlip-lamb 5e-3, --barlip-scale-loss 0.025; the authors' total is cl2l + barlip
+            "barlip",
+            _barlip,
+            (losses.cl2l_loss, losses.barlip_loss),
+            defaults=dict(
+                label_smoothing=0.1, reduction="mean", lambda_offdiag=5e-3, scale=0.025, barlip_weight=1.0
+            ),
+            model="barlip",
+            outputs=(
+                "image_local",
+                "text_local",
+                "local_logit_scale",
+                "v_image",
+                "v_text",
+                "v_image_local",
+                "v_text_local",
+            ),  # fmt: skip
+            views=True,
+            checks=(
+                _unit_interval("label_smoothing", 0.1),
+                _one_of("reduction", ("mean", "sum")),
+                _non_negative("lambda_offdiag", 5e-3),
+                _positive("scale", 0.025),
+                _non_negative("barlip_weight", 1.0),
+            ),
+        ),
         Objective(
             "comp_sum_clip",
             _comp_sum_clip,
@@ -427,6 +532,8 @@ def _check_inputs(objective: Objective, outputs, batch) -> None:
         if key not in outputs:
             source = objective.text_inputs.get(key)
             how = f" (the train step encodes batch[{source!r}] with the text tower)" if source else ""
+            if objective.views and key in objective.outputs:
+                how = " (the train step adds model.encode_views' outputs: a model with views, e.g. 'cl2l')"
             raise ValueError(f"loss {objective.name!r} needs outputs[{key!r}]{how}")
     for key in objective.batch_keys:
         if key not in batch:
@@ -462,6 +569,9 @@ _PROBE_SHAPES = {  # output or batch key -> (shape, dtype) of a tiny stand-in
     "caption_logits": ((_PROBE_BATCH, _PROBE_LENGTH, _PROBE_VOCAB), jnp.float32),
     "caption_labels": ((_PROBE_BATCH, _PROBE_LENGTH), jnp.int32),
     "index": ((_PROBE_BATCH,), jnp.int32),
+    "local_logit_scale": ((), jnp.float32),
+    **{key: ((_PROBE_BATCH, 2, _PROBE_DIM), jnp.float32) for key in ("image_local", "text_local")},
+    **{key: ((_PROBE_BATCH, 2, _PROBE_DIM), jnp.float32) for key in ("v_image_local", "v_text_local")},
 }
 
 
@@ -521,6 +631,8 @@ def _state_text(objective: Objective) -> str:
 def _inputs_text(objective: Objective) -> str:
     parts = [f"`batch[{k!r}]`" for k in objective.batch_keys]
     parts += [f"`{key}` → text tower → `{out}`" for out, key in objective.text_inputs.items()]
+    if objective.views:
+        parts.append("`local_image`, `local_tokens` (`data.local_views`) → `encode_views`")
     return ", ".join(parts) or "—"
 
 

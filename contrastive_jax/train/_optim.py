@@ -9,6 +9,9 @@ import jax.numpy as jnp
 import optax
 
 LOGIT_SCALE_PARAM = "logit_scale_param"
+# Every logit scale the models learn: CLIP's, and CL2L's separate one of its local heads
+# (clip-rocket clamps both to ln 100).
+LOGIT_SCALE_PARAMS = (LOGIT_SCALE_PARAM, "local_logit_scale_param")
 
 
 def _decay_mask(params):
@@ -22,7 +25,7 @@ def make_optimizer(
     """`config`: lr, warmup_steps, weight_decay, b1, b2, eps, grad_clip (None or a max norm).
 
     With `max_logit_scale`, the chain ends with `clamp_logit_scale(max_logit_scale)`: the
-    model's `logit_scale_param` is projected onto `[0, ln max_logit_scale]` after each step.
+    model's logit scale parameters (`LOGIT_SCALE_PARAMS`) are projected onto `[0, ln max_logit_scale]` after each step.
 
     References:
       Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019; CLIP (Radford et
@@ -63,14 +66,14 @@ def learning_rate(config, total_steps: int):
 
 
 def _is_logit_scale(path) -> bool:
-    return any(getattr(key, "key", getattr(key, "name", None)) == LOGIT_SCALE_PARAM for key in path)
+    return any(getattr(key, "key", getattr(key, "name", None)) in LOGIT_SCALE_PARAMS for key in path)
 
 
 def clamp_logit_scale(max_logit_scale: float) -> optax.GradientTransformation:
     """Keeps the log-scale parameter in `[0, ln max_logit_scale]` after every update (open_clip).
 
     The last link of the optimizer chain: for each leaf whose path contains
-    `logit_scale_param`, the update becomes `clip(p + u, 0, ln max) − p`, so the new parameter
+    `logit_scale_param` or `local_logit_scale_param` (`LOGIT_SCALE_PARAMS`), the update becomes `clip(p + u, 0, ln max) − p`, so the new parameter
     is the projection of the unconstrained step. The forward pass uses `exp(p)` unclamped, so
     the gradient of the scale is never cut off: a scale at the bound comes back down as soon as
     the loss prefers a smaller one (unlike `exp(min(p, ln max))`, whose gradient is 0 above the

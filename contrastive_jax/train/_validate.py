@@ -10,7 +10,7 @@ from __future__ import annotations
 from contrastive_jax import data
 from contrastive_jax._errors import ConfigError, did_you_mean
 from contrastive_jax.evaluate import evaluators_from_config
-from contrastive_jax.models import MODELS
+from contrastive_jax.models import LOCAL_PROJECTORS, MODELS
 from contrastive_jax.train import _recipes
 from contrastive_jax.train._objective import (
     TRAINER_EXCHANGES,
@@ -165,6 +165,12 @@ def _check_loss(config) -> None:
             f"loss {loss.name!r} needs the {objective.model!r} model, but config.model.name is "
             f"{config.model.name!r}; use experiments/configs/{objective.model}.py"
         )
+    views = config.data.get("local_views", 0)
+    if objective.views and not (_is_int(views) and views >= 1):
+        raise ConfigError(
+            f"loss {loss.name!r} trains on augmented views of each sample, but config.data.local_views="
+            f"{views!r}; set --config.data.local_views=2 (clip-rocket's --num-augs)"
+        )
 
 
 def _check_model(config) -> None:
@@ -188,12 +194,35 @@ def _check_model(config) -> None:
                 f"config.model.{tower}.width={width} does not split over config.model.{tower}.num_heads="
                 f"{heads} attention heads; choose a head count that divides the width"
             )
+    _check_view_heads(config)
     image, patch = _get(model, "vision.image_size"), _get(model, "vision.patch_size")
     if _MISSING not in (image, patch) and (not _is_int(patch) or patch <= 0 or image % patch):
         raise ConfigError(
             f"config.model.vision.image_size={image} is not a multiple of config.model.vision.patch_size="
             f"{patch}; choose a patch size that divides the image size"
         )
+
+
+def _check_view_heads(config) -> None:
+    """CL2L's local projector must be one it knows; heads with BatchNorm (its "mlp" projector,
+    BarLIP's) normalise by the batch's statistics, which a micro-batch (`grad_accum_steps`) changes."""
+    model = config.model
+    if model.name not in ("cl2l", "barlip"):
+        return
+    projector = model.get("cl2l", {}).get("local_projector", "mlp")
+    if projector not in LOCAL_PROJECTORS:
+        raise ConfigError(
+            f"config.model.cl2l.local_projector={projector!r}; {did_you_mean(str(projector), LOCAL_PROJECTORS)}"
+        )
+    batch_norm = projector == "mlp" or model.name == "barlip"
+    steps = config.get("grad_accum_steps", 1)
+    if batch_norm and _is_int(steps) and steps > 1:
+        raise ConfigError(
+            f"config.model.name={model.name!r} has BatchNorm heads, which normalise by the statistics of "
+            f"the whole batch, so grad_accum_steps={steps} would change the loss; set "
+            "--config.grad_accum_steps=1" + ("" if model.name == "barlip" else
+            " or --config.model.cl2l.local_projector=linear")
+        )  # fmt: skip
 
 
 def _check_data(config) -> None:
