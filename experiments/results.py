@@ -26,7 +26,9 @@ The comparisons:
 * batch_curve (DCL): DCL and NT-Xent at batch sizes 8 to 64, each seeing the same examples;
 * long_tail (iSogCLR): SogCLR, iSogCLR and CLIP on steeply imbalanced colour-shape pairs
   (`long_tail_steep`), with accuracy on the rare pairs and, for iSogCLR, the correlation of its
-  learned per-sample τ with the frequency of each sample's pair.
+  learned per-sample τ with the frequency of each sample's pair;
+* clip_rocket (Fini et al. 2023): the models table's CLIP, CL2L (CLIP plus CLIP between two
+  augmented local views per pair) and BarLIP (CL2L plus Barlow Twins), the same steps and batch.
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ EXPERIMENTS = [
         measure=("rare_pair_accuracy", "temperature_vs_frequency")),
     Row("models", "SigLIP", "siglip", 300),
     Row("models", "CoCa", "coca", 300),
+    Row("clip_rocket", "CLIP", "clip", 300),  # the same run as models/CLIP
+    Row("clip_rocket", "CL2L (2 local views)", "cl2l", 300),
+    Row("clip_rocket", "BarLIP", "barlip", 300),
 ]  # fmt: skip
 METRICS = {
     "models": ("zero_shot/color", "zero_shot/shape", "zero_shot/count", "image_to_text_r@1",
@@ -88,6 +93,8 @@ METRICS = {
     "batch_curve": ("zero_shot/color", "zero_shot/shape", "image_to_text_r@1"),
     "long_tail": ("zero_shot/color", "zero_shot/shape", "rare_pairs/color", "rare_pairs/shape",
                   "tau_image_vs_frequency"),
+    "clip_rocket": ("zero_shot/color", "zero_shot/shape", "zero_shot/count", "image_to_text_r@1",
+                    "text_to_image_r@1"),
 }  # fmt: skip
 
 
@@ -125,6 +132,13 @@ CLAIMS = {
               "(the paper's abstract, arXiv:2305.11965; here Spearman ρ of τ_i and the frequency of "
               "sample i's colour-shape pair > 0)", "iSogCLR (per-sample τ)", None,
               "tau_image_vs_frequency"),
+    ],
+    "clip_rocket": [
+        Claim("clip-rocket: contrasting augmented local views beside the global pairs (CL2L) improves "
+              "zero-shot classification over CLIP", "CL2L (2 local views)", "CLIP", "zero_shot/shape",
+              ("zero_shot/color",)),
+        Claim("clip-rocket: BarLIP's Barlow Twins term between the modalities improves on CL2L",
+              "BarLIP", "CL2L (2 local views)", "zero_shot/shape"),
     ],
 }  # fmt: skip
 # A secondary metric "holds" when the 95% interval of its paired difference stays above −margin.
@@ -237,7 +251,7 @@ def _plan(seeds, smoke: bool, out_dir: str, version: str, only=None):
 
 # One row per comparison, retrained by `--carry-over` (with the runs they fine-tune from).
 CARRY_CHECKS = ("models/CLIP", "counting/fine-tuned, + counting loss", "batch_curve/NT-Xent, batch 64",
-                "long_tail/iSogCLR (per-sample τ)")  # fmt: skip
+                "long_tail/iSogCLR (per-sample τ)", "clip_rocket/BarLIP")  # fmt: skip
 
 
 def carry_over(previous: list[dict], out_dir: str, seed: int = 0) -> tuple[list[dict], list[str]]:

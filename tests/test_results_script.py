@@ -259,8 +259,8 @@ def test_carry_over_keeps_rows_only_when_one_per_comparison_comes_back_exactly(t
     trained.clear()
     carried, mismatches = results.carry_over(stored, str(tmp_path / "v2"))
     assert mismatches == [] and len(carried) == len(stored)
-    # the four checked rows (and the CLIP the counting fine-tune starts from, once) retrained, no other
-    assert sorted(trained) == sorted(["clip", "clip_count", "nt_xent", "isogclr"])
+    # the five checked rows (and the CLIP the counting fine-tune starts from, once) retrained, no other
+    assert sorted(trained) == sorted(["clip", "clip_count", "nt_xent", "isogclr", "barlip"])
     assert {r["code_version"] for r in carried} == {"v2"} and all(
         r["carried"][0]["from_code"] == "v1" for r in carried
     )
