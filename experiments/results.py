@@ -262,7 +262,8 @@ def carry_over(previous: list[dict], out_dir: str, seed: int = 0) -> tuple[list[
     (metrics and measurements) for equality. If all are equal, every stored row takes the current
     code version and config hash (so later runs reuse it) and records the check in its provenance
     (`carried`: the earlier code version, the commit that checked, the rows retrained); else the
-    rows are returned unchanged. Returns `(rows, mismatches)`.
+    rows are returned unchanged. A check whose row is not stored (a new comparison) is skipped.
+    Returns `(rows, mismatches)`.
     """
     from experiments import measure
 
@@ -271,8 +272,11 @@ def carry_over(previous: list[dict], out_dir: str, seed: int = 0) -> tuple[list[
     plan = list(_plan([seed], False, out_dir, version))
     mismatches = []
     for row, _, config, _, workdir, (source_config, source) in plan:
-        if f"{row.comparison}/{row.name}" not in CARRY_CHECKS:
-            continue
+        if (
+            f"{row.comparison}/{row.name}" not in CARRY_CHECKS
+            or (row.comparison, row.name, seed) not in stored
+        ):
+            continue  # not a check, or a comparison not measured yet (nothing to carry)
         if source is not None:
             _train_once(source_config, source, False)
         metrics, _ = _train_once(config, workdir, False)

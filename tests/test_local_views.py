@@ -117,6 +117,48 @@ def test_the_config_key_is_checked(records, tokenizer):
         batches(records, tokenizer, local_views=2, image_size=None)
 
 
+def test_dropping_stopwords_changes_only_the_global_tokens_and_only_in_training(records, tokenizer):
+    records = [dict(r, counterfactual_caption=f"photo of {i} temples") for i, r in enumerate(records)]
+    plain = batches(records, tokenizer, local_views=2)
+    dropped = batches(records, tokenizer, local_views=2, drop_stopwords_prob=1.0)
+    for old, new in zip(plain, dropped):
+        for key in ("image", "local_image", "local_tokens", "cf_tokens", "index", "skipped"):
+            np.testing.assert_array_equal(new[key], old[key])
+        # "photo 3 of a temple" -> "photo 3 temple": "of" and "a" are on NLTK's list
+        want = [" ".join(records[i]["caption"].split()[:2] + records[i]["caption"].split()[-1:])
+                for i in new["index"]]  # fmt: skip
+        np.testing.assert_array_equal(new["tokens"], tokenizer.encode(want, CONTEXT))
+        assert not np.array_equal(new["tokens"], old["tokens"])
+    config = ml_collections.ConfigDict(
+        dict(name="folder", image_size=SIZE, context_length=CONTEXT, drop_stopwords_prob=1.0)
+    )  # fmt: skip
+    evaluation = data.input_from_config(config, "test", batch_size=3, tokenizer=tokenizer, source=records)
+    first = next(iter(evaluation.dataset))
+    want = [records[i]["caption"] for i in first["index"]]
+    np.testing.assert_array_equal(first["tokens"], tokenizer.encode(want, CONTEXT))
+
+
+def test_weak_caption_drops_stopwords_at_its_rate_and_never_empties_a_caption():
+    rng = np.random.default_rng(0)
+    assert data.weak_caption("a  photo of\tthe cat", rng, 0.0) == "a  photo of\tthe cat"  # as it was
+    assert data.weak_caption("a  photo of\tthe cat", rng, 1.0) == "photo cat"
+    assert data.weak_caption("of the", rng, 1.0) == "of the"  # nothing would remain
+    dropped = np.mean([data.weak_caption("the cat", rng, 0.8) == "cat" for _ in range(5000)])
+    assert 0.78 < dropped < 0.82
+    base = dict(name="folder", folder="imgs", captions="caps.csv")
+    data.check_data_config(ml_collections.ConfigDict(base | {"drop_stopwords_prob": 0.8}))
+    assert data.DATA_DEFAULTS["drop_stopwords_prob"] == 0.0
+    for bad in (-0.1, 1.5, "0.8", True):
+        with pytest.raises(ConfigError, match=r"config\.data\.drop_stopwords_prob .*probability in \[0, 1\]"):
+            data.check_data_config(ml_collections.ConfigDict(base | {"drop_stopwords_prob": bad}))
+        with pytest.raises(ConfigError, match=r"drop_stopwords_prob .*probability"):
+            batches(records_for_check(), None, drop_stopwords_prob=bad)
+
+
+def records_for_check():
+    return sc.photo_records(2, size=(24, 20))
+
+
 # --- the image ops ------------------------------------------------------------------------------
 
 

@@ -17,7 +17,8 @@
   `SiglipTokenizer` (ids equal transformers' `SiglipTokenizer`), `resolve_tokenizer`;
 * local views (`data.local_views`, clip-rocket's CL2L / BarLIP): `local_image_views` (wide crops,
   colour jitter, grayscale, blur, flip: `photometric_augment`) and `local_captions` (stopword
-  removal, EDA's swap and deletion);
+  removal, EDA's swap and deletion); `weak_caption` (`data.drop_stopwords_prob`: the global
+  caption without its stopwords, clip-rocket's weak text augmentation);
 * `zero_shot_prompts(name, question)` → prompts per class for zero-shot evaluation;
 * `pair_frequencies(builder_config)` → how often each (colour, shape) pair occurs in shapes_count's
   training split (uniform, or Zipf for "long_tail" / "long_tail_steep").
@@ -68,7 +69,7 @@ from contrastive_jax.data._sources import (
     default_data_dir,
     load_source,
 )
-from contrastive_jax.data._text_views import STOPWORDS, local_captions
+from contrastive_jax.data._text_views import STOPWORDS, local_captions, weak_caption
 from contrastive_jax.data._tfds_eval import (
     EvalSource,
     center_square,
@@ -106,6 +107,7 @@ from contrastive_jax.data._webdataset import (
 __all__ = [
     "STOPWORDS",
     "local_captions",
+    "weak_caption",
     "local_image_views",
     "photometric_augment",
     "AUGMENTATIONS",

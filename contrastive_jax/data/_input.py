@@ -17,6 +17,8 @@ config's keys (absent ones take the defaults of `DATA_DEFAULTS`):
     local_views    training only: n > 0 adds n strongly augmented crops and captions per sample
                    ("local_image" uint8[B, n, S, S, 3], "local_tokens" int32[B, n, T]), the
                    extra views of clip-rocket's CL2L / BarLIP (Fini et al. 2023); 0: none
+    drop_stopwords_prob  training only: each caption drops its English stopwords with this
+                   probability (clip-rocket's weak text augmentation, 0.8 in its runs); 0: never
     num_workers    worker processes per host (0: threads in the training process)
     read_threads   threads per process/worker reading random-access sources (None: 16
                    in-process, as grain's default; 1 per worker process)
@@ -35,7 +37,7 @@ import ml_collections
 from contrastive_jax._errors import ConfigError
 from contrastive_jax.data._images import DEFAULT_MAX_PIXELS
 from contrastive_jax.data._parquet import ParquetShards
-from contrastive_jax.data._pipeline import make_dataset, pixel_stats
+from contrastive_jax.data._pipeline import check_drop_stopwords_prob, make_dataset, pixel_stats
 from contrastive_jax.data._sources import ImageTextFolder, check_source, load_source
 from contrastive_jax.data._tokenizers import make_tokenizer
 from contrastive_jax.data._webdataset import ResampledShards, WebDatasetSource
@@ -60,6 +62,7 @@ DATA_DEFAULTS = dict(
     max_pixels=DEFAULT_MAX_PIXELS,
     index_dir=None,
     local_views=0,
+    drop_stopwords_prob=0.0,
 )
 
 
@@ -136,6 +139,7 @@ def check_data_config(data_config) -> None:
             f"config.data.local_views is {views!r} but must be a non-negative integer, "
             "e.g. --config.data.local_views=2 (0: no local views)"
         )
+    check_drop_stopwords_prob(data_option(data_config, "drop_stopwords_prob"))
     threads = data_option(data_config, "read_threads")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"config.data.read_threads is {threads!r} but must be a positive integer or None")
@@ -219,9 +223,9 @@ def input_from_config(data_config, split: str, *, batch_size: int, seed: int = 0
     """Batches of `split` as the config describes them, uint8 images (normalise on the device).
 
     Training (`training`, default `split == "train"`): shuffled with `seed`, endless unless
-    `num_epochs`, `data.augment` / `data.flip`, `data.local_views`, full batches only,
-    `data.num_workers` worker processes. Evaluation: in order, one pass, the centre square, no
-    local views, the last batch kept whole.
+    `num_epochs`, `data.augment` / `data.flip`, `data.local_views`, `data.drop_stopwords_prob`,
+    full batches only, `data.num_workers` worker processes. Evaluation: in order, one pass, the
+    centre square, no local views, captions as they are, the last batch kept whole.
 
     Args:
       data_config: `config.data`.
@@ -265,6 +269,7 @@ def input_from_config(data_config, split: str, *, batch_size: int, seed: int = 0
         shuffle_buffer=data_option(data_config, "shuffle_buffer"),
         require_caption=not given_source,  # a given source (zero-shot classification) may have none
         local_views=data_option(data_config, "local_views") if training else 0,
+        drop_stopwords_prob=data_option(data_config, "drop_stopwords_prob") if training else 0.0,
     )
     num_samples = None if isinstance(source, grain.IterDataset) else len(source)
     layout = {"num_workers": workers, "process_count": process_count, "batch_size": batch_size}

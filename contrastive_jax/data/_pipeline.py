@@ -34,7 +34,7 @@ from contrastive_jax.data._images import (
     decodes_at_full_size,
     load_image,
 )
-from contrastive_jax.data._text_views import local_captions
+from contrastive_jax.data._text_views import local_captions, weak_caption
 from contrastive_jax.data._views import local_image_views
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,9 @@ class Preprocess:
     seeded by `(seed, epoch, index)`) or as a record carrying `"__rng__"` from a streaming one.
     With `local_views` n > 0 the sample also has n local image views and n local captions
     (`_views.py`, `_text_views.py`), drawn from generators of their own, seeded by the same key
-    and a suffix, so the global view's draws are those it has without them.
+    and a suffix, so the global view's draws are those it has without them. With
+    `drop_stopwords_prob` p > 0 the global caption loses its stopwords with probability p
+    (`weak_caption`, from a generator of its own); local captions start from the original.
     """
 
     tokenizer: object
@@ -124,6 +126,7 @@ class Preprocess:
     json_fields: tuple = ()
     require_caption: bool = True
     local_views: int = 0
+    drop_stopwords_prob: float = 0.0
 
     def __call__(self, item):
         if isinstance(item, tuple):
@@ -148,9 +151,14 @@ class Preprocess:
             pixels, local_pixels = self._image_views(image, rng_key)
         except BadImage as err:
             return Skipped(err.kind, f"{where}: {err.detail}")
+        global_caption = caption
+        if self.drop_stopwords_prob > 0:
+            global_caption = weak_caption(
+                caption, np.random.default_rng((*rng_key, 3)), self.drop_stopwords_prob
+            )
         out = {
             "image": self._pixels(pixels),
-            "tokens": self.tokenizer.encode([caption], self.context_length)[0],
+            "tokens": self.tokenizer.encode([global_caption], self.context_length)[0],
             "index": np.int32(index),
         }
         if self.local_views:
@@ -249,6 +257,15 @@ def _check_options(batch_size, process_index, process_count, augment, num_worker
         )
 
 
+def check_drop_stopwords_prob(value) -> None:
+    """Raises `ConfigError` unless `value` (`data.drop_stopwords_prob`) is a probability."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(
+            f"config.data.drop_stopwords_prob is {value!r} but must be a probability in [0, 1], e.g. "
+            "--config.data.drop_stopwords_prob=0.8 (clip-rocket's weak caption augmentation; 0: never)"
+        )
+
+
 def make_dataset(
     source,
     *,
@@ -274,6 +291,7 @@ def make_dataset(
     shuffle_buffer: int = 0,
     require_caption: bool = True,
     local_views: int = 0,
+    drop_stopwords_prob: float = 0.0,
 ):
     """A grain `IterDataset` of batches; `iter()` of it has `get_state()` / `set_state()`.
 
@@ -304,14 +322,20 @@ def make_dataset(
     Their randomness comes from the sample's key with a suffix of its own, so "image", "tokens"
     and "index" are bit-identical to those with `local_views=0`. Needs `image_size`.
 
+    With `drop_stopwords_prob` p > 0 each caption behind "tokens" drops its English stopwords
+    with probability p (clip-rocket's weak text augmentation; `_text_views.weak_caption`), from a
+    generator of its own: "image", "local_*" and "cf_tokens" are as with p = 0.
+
     The batches depend on `num_workers` and `process_count` (each worker batches its own
     share); the same values give the same batches.
     """
     _check_options(batch_size, process_index, process_count, augment, num_workers, local_views, image_size)
+    check_drop_stopwords_prob(drop_stopwords_prob)
     preprocess = Preprocess(
         tokenizer=tokenizer, context_length=context_length, image_size=image_size, augment=augment, flip=flip,
         seed=seed, max_pixels=max_pixels, normalize=normalize, mean=pixel_mean, std=pixel_std,
         json_fields=tuple(json_fields), require_caption=require_caption, local_views=local_views,
+        drop_stopwords_prob=float(drop_stopwords_prob),
     )  # fmt: skip
     if isinstance(source, grain.IterDataset):
         dataset = source

@@ -16,6 +16,9 @@ each local image view with a strongly augmented caption:
      if every word was dropped, one random word of the caption is kept;
 3. an empty result keeps the caption as it was.
 
+The global caption gets only step 1, at a rate of its own (`weak_caption`, the pipeline's
+`drop_stopwords_prob`; clip-rocket's `weak_augment`, 0.8 in its runs, 0 by default here).
+
 Words are the caption split on whitespace, joined back with single spaces. clip-rocket splits
 with NLTK's `word_tokenize` before removing stopwords (punctuation and "n't" become words of
 their own), and textaugment on whitespace for the EDA ops. Every draw comes from the NumPy
@@ -105,6 +108,16 @@ def local_caption(caption: str, rng: np.random.Generator) -> str:
         words = remove_stopwords(words) or words
     augmented = draw_text_op(rng)(words, rng)
     return " ".join(augmented) if augmented else caption
+
+
+def weak_caption(caption: str, rng: np.random.Generator, prob: float) -> str:
+    """clip-rocket's weak text augmentation (`SimpleTokenizer.weak_augment`) of the global
+    caption: with probability `prob`, its words without the `STOPWORDS`, unless none would
+    remain; otherwise the caption as it is. One draw from `rng`."""
+    if rng.random() >= prob:
+        return caption
+    words = remove_stopwords(caption.split())
+    return " ".join(words) if words else caption
 
 
 def local_captions(caption: str, *, count: int, rng: np.random.Generator) -> list[str]:
